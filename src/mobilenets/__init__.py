@@ -1,0 +1,43 @@
+"""MobileNetV1, V2 and V3, exact to the papers, with real weights and the whole deployment workflow."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .layers import make_divisible
+from .profile import Profile, profile
+from .registry import build_model, list_models
+from .weights import convert_state_dict, load_pretrained
+
+__version__ = "0.1.0"
+
+
+def create_model(name: str, *, pretrained: str | None = None, **kwargs) -> nn.Module:
+    """Build ``name`` (see :func:`list_models`) with the keyword options of the README.
+
+    ``pretrained``: ``"torchvision"`` or ``"timm"`` (official ImageNet weights via the torch.hub
+    cache; timm's own weights were trained with BN eps 1e-5, which becomes the default then), or a
+    local file: a ``.tflite`` from Google, or a torchvision/timm/our state dict (safetensors or
+    ``torch.save``).
+    """
+    if pretrained is not None and str(pretrained).endswith(".tflite"):
+        from .weights.tflite import load_tflite
+
+        return load_tflite(pretrained, **kwargs)
+    if pretrained == "timm":
+        kwargs.setdefault("bn_eps", 1e-5)
+    model = build_model(name, **kwargs)
+    if pretrained is not None:
+        load_pretrained(model, pretrained)
+    return model
+
+
+__all__ = [
+    "Profile",
+    "__version__",
+    "convert_state_dict",
+    "create_model",
+    "list_models",
+    "make_divisible",
+    "profile",
+]

@@ -1,0 +1,178 @@
+"""One MobileNet module, built from a :class:`~mobilenets.specs.NetSpec`: stem, blocks, head, features."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from .blocks import DepthwiseSeparable, InvertedResidual
+from .layers import ConvNormAct, make_activation
+from .specs import LayerSpec, NetSpec
+
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+class FeatureInfo(list):
+    """Per feature map: ``num_chs``, ``reduction`` and ``module`` (as timm's ``feature_info``)."""
+
+    def channels(self) -> list[int]:
+        return [f["num_chs"] for f in self]
+
+    def reduction(self) -> list[int]:
+        return [f["reduction"] for f in self]
+
+
+def _build_block(spec: LayerSpec, dilation: int, norm: dict[str, Any]) -> nn.Module:
+    common = dict(kernel=spec.kernel, stride=spec.stride, dilation=dilation, act=spec.act, **norm)
+    if spec.kind == "dws":
+        return DepthwiseSeparable(spec.in_ch, spec.out_ch, **common)
+    if spec.kind == "ir":
+        return InvertedResidual(spec.in_ch, spec.mid_ch, spec.out_ch, se_ch=spec.se_ch, **common)
+    return ConvNormAct(
+        spec.in_ch,
+        spec.out_ch,
+        spec.kernel,
+        spec.stride,
+        dilation=dilation,
+        act=spec.act,
+        bn_eps=norm["bn_eps"],
+        bn_momentum=norm["bn_momentum"],
+        padding=norm["padding"],
+    )
+
+
+class MobileNet(nn.Module):
+    """A MobileNet (V1, V2 or V3) from its spec.
+
+    ``forward_features`` returns the last feature map (before pooling); ``features_only=True`` makes
+    ``forward`` return the maps at the ends of the stride-2, 4, 8, 16 and 32 stages instead (those
+    chosen by ``out_indices``). ``output_stride`` 16 or 8 replaces the last strides by dilation.
+    """
+
+    def __init__(
+        self,
+        spec: NetSpec,
+        *,
+        num_classes: int = 1000,
+        dropout: float = 0.2,
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+        features_only: bool = False,
+        out_indices: tuple[int, ...] = (0, 1, 2, 3, 4),
+        output_stride: int = 32,
+        padding: str = "symmetric",
+    ) -> None:
+        super().__init__()
+        if output_stride not in OUTPUT_STRIDES:
+            raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}.")
+        if padding not in ("symmetric", "same"):
+            raise ValueError(f"padding must be 'symmetric' or 'same', got {padding!r}.")
+        self.spec = spec
+        norm = dict(bn_eps=bn_eps, bn_momentum=bn_momentum, padding=padding)
+        self.stem = _build_block(spec.stem, 1, norm)
+
+        # Stride 2 layers past output_stride become stride 1; the layers after them dilate instead.
+        stride, dilation, blocks = spec.stem.stride, 1, []
+        reductions = [stride]  # actual output reduction of stem and each block
+        nominal = [stride]  # reduction without dilation: decides stage ends
+        for layer in spec.blocks:
+            nominal.append(nominal[-1] * layer.stride)
+            next_dilation = dilation
+            if stride * layer.stride > output_stride:
+                next_dilation, layer = dilation * layer.stride, replace(layer, stride=1)
+            else:
+                stride *= layer.stride
+            blocks.append(_build_block(layer, dilation, norm))
+            dilation = next_dilation
+            reductions.append(stride)
+        self.blocks = nn.Sequential(*blocks)
+
+        self.feature_info = FeatureInfo()
+        widths = [spec.stem.out_ch] + [b.out_ch for b in spec.blocks]
+        for i, red in enumerate(nominal):
+            if i + 1 == len(nominal) or nominal[i + 1] != red:
+                name = "stem" if i == 0 else f"blocks.{i - 1}"
+                self.feature_info.append(
+                    dict(num_chs=widths[i], reduction=reductions[i], module=name, index=i)
+                )
+        if max(out_indices, default=0) >= len(self.feature_info) or min(out_indices, default=0) < 0:
+            raise ValueError(
+                f"out_indices must lie in 0..{len(self.feature_info) - 1}, got {tuple(out_indices)}."
+            )
+        self.features_only = features_only
+        self.out_indices = tuple(out_indices)
+        if features_only:
+            self.feature_info = FeatureInfo(self.feature_info[i] for i in self.out_indices)
+            return
+
+        width = widths[-1]
+        self.head_conv = (
+            ConvNormAct(width, spec.head_conv, 1, act=spec.head_act, bn_eps=bn_eps, bn_momentum=bn_momentum)
+            if spec.head_conv
+            else nn.Identity()
+        )
+        self.num_features = spec.head_conv or width
+        self.pre_logits = (
+            nn.Sequential(nn.Linear(self.num_features, spec.head_hidden), make_activation(spec.head_act))
+            if spec.head_hidden
+            else nn.Identity()
+        )
+        self.head_hidden_size = spec.head_hidden or self.num_features
+        self.dropout = nn.Dropout(dropout)
+        self.classifier: nn.Module = nn.Identity()
+        self.reset_classifier(num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """torchvision's initialisation: Kaiming-normal (fan-out) convs, N(0, 0.01) linears."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier by a fresh one with ``num_classes`` outputs (0: no classifier)."""
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}.")
+        self.num_classes = num_classes
+        self.classifier = nn.Linear(self.head_hidden_size, num_classes) if num_classes else nn.Identity()
+        if num_classes:
+            nn.init.normal_(self.classifier.weight, 0, 0.01)
+            nn.init.zeros_(self.classifier.bias)
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))
+        return x if self.features_only else self.head_conv(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pre_logits(x.mean((2, 3)))
+        return x if pre_logits else self.classifier(self.dropout(x))
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The feature maps named by ``feature_info`` (``out_indices`` when ``features_only``)."""
+        wanted = {f["index"] for f in self.feature_info}
+        x = self.stem(x)
+        out = [x] if 0 in wanted else []
+        for i, block in enumerate(self.blocks, start=1):
+            x = block(x)
+            if i in wanted:
+                out.append(x)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.features_only:
+            return self.forward_intermediates(x)
+        return self.forward_head(self.forward_features(x))

@@ -1,0 +1,120 @@
+"""Model names -> spec, defaults and options; ``create_model`` and ``list_models``."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from . import specs
+from .model import MobileNet
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def default_cfg(input_size: int = 224) -> dict[str, Any]:
+    """Preprocessing for a model without Google's weights: torchvision's ImageNet evaluation."""
+    return dict(
+        input_size=(3, input_size, input_size),
+        crop_pct=0.875,
+        interpolation="bilinear",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    )
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What a model name means: how to resolve its spec, its defaults and the options it adds."""
+
+    resolve: Callable[..., specs.NetSpec]
+    bn_eps: float
+    dropout: float
+    options: tuple[str, ...] = field(default=())
+
+
+_V3_OPTIONS = ("minimalistic", "reduced_tail", "dilated")
+MODELS: dict[str, ModelEntry] = {
+    "mobilenet_v1": ModelEntry(specs.resolve_v1, 1e-5, 1e-3),
+    "mobilenet_v2": ModelEntry(specs.resolve_v2, 1e-5, 0.2),
+    "mobilenet_v3_large": ModelEntry(
+        partial(specs.resolve_v3, specs.V3_LARGE, specs.V3_LARGE_LAST, specs.V3_LARGE_HEAD),
+        1e-3,
+        0.2,
+        _V3_OPTIONS,
+    ),
+    "mobilenet_v3_small": ModelEntry(
+        partial(specs.resolve_v3, specs.V3_SMALL, specs.V3_SMALL_LAST, specs.V3_SMALL_HEAD),
+        1e-3,
+        0.2,
+        _V3_OPTIONS,
+    ),
+}
+COMMON_OPTIONS = (
+    "num_classes",
+    "width_mult",
+    "in_chans",
+    "dropout",
+    "bn_eps",
+    "bn_momentum",
+    "features_only",
+    "out_indices",
+    "output_stride",
+    "padding",
+)
+
+
+def list_models() -> list[str]:
+    """The model names ``create_model`` accepts."""
+    return sorted(MODELS)
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The registry entry for ``name``; a ``ValueError`` listing the valid names otherwise."""
+    if name not in MODELS:
+        close = difflib.get_close_matches(str(name), MODELS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Unknown model {name!r}; available: {', '.join(list_models())}.{hint}")
+    return MODELS[name]
+
+
+def build_model(name: str, **kwargs: Any) -> MobileNet:
+    """Build an untrained model (``create_model`` without weights)."""
+    entry = model_entry(name)
+    unknown = sorted(set(kwargs) - set(COMMON_OPTIONS) - set(entry.options))
+    if unknown:
+        allowed = ", ".join(COMMON_OPTIONS + entry.options)
+        raise TypeError(
+            f"{name}() got unexpected keyword argument(s) {', '.join(unknown)}; allowed: {allowed}."
+        )
+    width_mult = kwargs.get("width_mult", 1.0)
+    if not isinstance(width_mult, (int, float)) or width_mult <= 0:
+        raise ValueError(f"width_mult must be a number > 0, got {width_mult!r}.")
+    in_chans = kwargs.get("in_chans", 3)
+    if not isinstance(in_chans, int) or in_chans < 1:
+        raise ValueError(f"in_chans must be a positive integer, got {in_chans!r}.")
+    v3 = {k: kwargs[k] for k in ("minimalistic", "reduced_tail") if k in kwargs}
+    output_stride = kwargs.get("output_stride", 32)
+    if kwargs.get("dilated"):
+        if output_stride not in (16, 32):
+            raise ValueError("dilated=True means output_stride=16; pass one or the other.")
+        output_stride = 16
+    spec = specs.with_in_chans(entry.resolve(width_mult=float(width_mult), **v3), in_chans)
+    model = MobileNet(
+        spec,
+        num_classes=kwargs.get("num_classes", 1000),
+        dropout=kwargs.get("dropout", entry.dropout),
+        bn_eps=kwargs.get("bn_eps", entry.bn_eps),
+        bn_momentum=kwargs.get("bn_momentum", 0.1),
+        features_only=kwargs.get("features_only", False),
+        out_indices=tuple(kwargs.get("out_indices", (0, 1, 2, 3, 4))),
+        output_stride=output_stride,
+        padding=kwargs.get("padding", "symmetric"),
+    )
+    model.model_name = name
+    model.model_args = dict(kwargs)
+    model.pretrained_cfg = default_cfg()
+    return model

@@ -1,0 +1,219 @@
+"""The papers' architecture tables as data, one row per block, and each family's width rule.
+
+A family's ``resolve_*`` function turns its table and a width multiplier into a :class:`NetSpec`
+of concrete layer widths; :mod:`mobilenets.model` builds modules from that and nothing else.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+from .layers import make_divisible
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One block with concrete widths. ``kind``: ``conv`` (plain conv-BN-act), ``dws`` (V1 depthwise
+    separable) or ``ir`` (inverted residual)."""
+
+    kind: str
+    in_ch: int
+    out_ch: int
+    kernel: int = 3
+    stride: int = 1
+    act: str | None = "relu6"
+    mid_ch: int = 0
+    se_ch: int | None = None
+    stage: int = 0
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """A whole network: stem, blocks and head (``head_conv``: 1x1 conv-BN-act before pooling, V2;
+    ``head_hidden``: 1x1 conv with bias + act after pooling, V3)."""
+
+    stem: LayerSpec
+    blocks: tuple[LayerSpec, ...]
+    head_conv: int | None = None
+    head_hidden: int | None = None
+    head_act: str = "relu6"
+
+
+# --- MobileNetV1, Table 1 (Howard et al. 2017): depthwise separable rows (out channels, stride) ---
+class V1Row(NamedTuple):
+    out: int
+    stride: int
+
+
+V1_STEM = 32
+V1_TABLE = (
+    V1Row(64, 1),
+    V1Row(128, 2),
+    V1Row(128, 1),
+    V1Row(256, 2),
+    V1Row(256, 1),
+    V1Row(512, 2),
+    *[V1Row(512, 1)] * 5,
+    V1Row(1024, 2),
+    V1Row(1024, 1),
+)
+
+
+def v1_width(channels: int, width_mult: float) -> int:
+    """V1's rule: truncate ``c * alpha`` (TF-slim's ``min_depth`` of 8 as the floor)."""
+    return max(8, int(channels * width_mult))
+
+
+def resolve_v1(width_mult: float = 1.0) -> NetSpec:
+    stem = LayerSpec("conv", 0, v1_width(V1_STEM, width_mult), 3, 2, "relu6")
+    blocks, in_ch = [], stem.out_ch
+    stages = _stage_ids([row.out for row in V1_TABLE])
+    for row, stage in zip(V1_TABLE, stages):
+        out = v1_width(row.out, width_mult)
+        blocks.append(LayerSpec("dws", in_ch, out, 3, row.stride, "relu6", stage=stage))
+        in_ch = out
+    return NetSpec(stem, tuple(blocks))
+
+
+# --- MobileNetV2, Table 2 (Sandler et al. 2018): expansion t, channels c, repeats n, stride s ---
+class V2Row(NamedTuple):
+    t: int
+    c: int
+    n: int
+    s: int
+
+
+V2_STEM = 32
+V2_TABLE = (
+    V2Row(1, 16, 1, 1),
+    V2Row(6, 24, 2, 2),
+    V2Row(6, 32, 3, 2),
+    V2Row(6, 64, 4, 2),
+    V2Row(6, 96, 3, 1),
+    V2Row(6, 160, 3, 2),
+    V2Row(6, 320, 1, 1),
+)
+V2_HEAD = 1280
+
+
+def resolve_v2(width_mult: float = 1.0) -> NetSpec:
+    """V2's rule (torchvision, TF-slim): ``make_divisible(c * alpha)``, hidden ``round(in * t)``, head
+    1280 unless alpha > 1."""
+    stem = LayerSpec("conv", 0, make_divisible(V2_STEM * width_mult), 3, 2, "relu6")
+    blocks, in_ch = [], stem.out_ch
+    for stage, row in enumerate(V2_TABLE):
+        out = make_divisible(row.c * width_mult)
+        for i in range(row.n):
+            stride = row.s if i == 0 else 1
+            blocks.append(LayerSpec("ir", in_ch, out, 3, stride, "relu6", round(in_ch * row.t), stage=stage))
+            in_ch = out
+    return NetSpec(stem, tuple(blocks), head_conv=make_divisible(V2_HEAD * max(1.0, width_mult)))
+
+
+# --- MobileNetV3, Tables 1 (Large) and 2 (Small) (Howard et al. 2019) ---
+class V3Row(NamedTuple):
+    """Input size column omitted: kernel, exp size, #out, SE, NL (RE/HS), stride."""
+
+    k: int
+    exp: int
+    out: int
+    se: bool
+    nl: str
+    s: int
+
+
+V3_STEM = 16
+V3_LARGE = (
+    V3Row(3, 16, 16, False, "RE", 1),
+    V3Row(3, 64, 24, False, "RE", 2),
+    V3Row(3, 72, 24, False, "RE", 1),
+    V3Row(5, 72, 40, True, "RE", 2),
+    V3Row(5, 120, 40, True, "RE", 1),
+    V3Row(5, 120, 40, True, "RE", 1),
+    V3Row(3, 240, 80, False, "HS", 2),
+    V3Row(3, 200, 80, False, "HS", 1),
+    V3Row(3, 184, 80, False, "HS", 1),
+    V3Row(3, 184, 80, False, "HS", 1),
+    V3Row(3, 480, 112, True, "HS", 1),
+    V3Row(3, 672, 112, True, "HS", 1),
+    V3Row(5, 672, 160, True, "HS", 2),
+    V3Row(5, 960, 160, True, "HS", 1),
+    V3Row(5, 960, 160, True, "HS", 1),
+)
+V3_LARGE_LAST, V3_LARGE_HEAD = 960, 1280
+V3_SMALL = (
+    V3Row(3, 16, 16, True, "RE", 2),
+    V3Row(3, 72, 24, False, "RE", 2),
+    V3Row(3, 88, 24, False, "RE", 1),
+    V3Row(5, 96, 40, True, "HS", 2),
+    V3Row(5, 240, 40, True, "HS", 1),
+    V3Row(5, 240, 40, True, "HS", 1),
+    V3Row(5, 120, 48, True, "HS", 1),
+    V3Row(5, 144, 48, True, "HS", 1),
+    V3Row(5, 288, 96, True, "HS", 2),
+    V3Row(5, 576, 96, True, "HS", 1),
+    V3Row(5, 576, 96, True, "HS", 1),
+)
+V3_SMALL_LAST, V3_SMALL_HEAD = 576, 1024
+V3_ACT = {"RE": "relu", "HS": "hswish"}
+
+
+def _v3_minimalistic(row: V3Row) -> V3Row:
+    """TF-slim's minimalistic variant: 3x3 kernels, ReLU, no squeeze-and-excite."""
+    return row._replace(k=3, se=False, nl="RE")
+
+
+def _v3_reduced_tail(table: tuple[V3Row, ...]) -> tuple[V3Row, ...]:
+    """torchvision's ``reduced_tail``: halve the channels of the last stage (for detection backbones)."""
+    last = max(i for i, row in enumerate(table) if row.s == 2)
+    return tuple(
+        row if i < last else row._replace(out=row.out // 2, exp=row.exp if i == last else row.exp // 2)
+        for i, row in enumerate(table)
+    )
+
+
+def resolve_v3(
+    table: tuple[V3Row, ...],
+    last: int,
+    head: int,
+    width_mult: float = 1.0,
+    *,
+    minimalistic: bool = False,
+    reduced_tail: bool = False,
+) -> NetSpec:
+    """V3's rule (paper, TF-slim, Keras, timm): every width ``make_divisible(c * alpha)``; expanded
+    width = ``make_divisible(ratio * rounded input)`` with the table's ``exp / in`` ratio; stem 16 fixed
+    below alpha 0.75; head (1280 / 1024) never scaled. At alpha 1 this equals torchvision's model."""
+    if reduced_tail:
+        table, last, head = _v3_reduced_tail(table), last // 2, head // 2
+    if minimalistic:
+        table = tuple(_v3_minimalistic(row) for row in table)
+    act = "relu" if minimalistic else "hswish"
+    stem_ch = V3_STEM if width_mult < 0.75 else make_divisible(V3_STEM * width_mult)
+    stem = LayerSpec("conv", 0, stem_ch, 3, 2, act)
+    blocks, in_ch, table_in = [], stem_ch, V3_STEM
+    stages = _stage_ids([row.out for row in table])
+    for row, stage in zip(table, stages):
+        mid = make_divisible(in_ch * row.exp / table_in)
+        out = make_divisible(row.out * width_mult)
+        se = make_divisible(mid / 4) if row.se else None
+        blocks.append(LayerSpec("ir", in_ch, out, row.k, row.s, V3_ACT[row.nl], mid, se, stage))
+        in_ch, table_in = out, row.out
+    last_ch = make_divisible(last * width_mult)
+    blocks.append(LayerSpec("conv", in_ch, last_ch, 1, 1, act, stage=stages[-1] + 1))
+    return NetSpec(stem, tuple(blocks), head_hidden=head, head_act=act)
+
+
+def _stage_ids(outs: list[int]) -> list[int]:
+    """Stage index per row: a stage is a run of rows with the same output width in the table."""
+    ids = [0]
+    for prev, cur in itertools.pairwise(outs):
+        ids.append(ids[-1] + (cur != prev))
+    return ids
+
+
+def with_in_chans(spec: NetSpec, in_chans: int) -> NetSpec:
+    """The same network reading ``in_chans`` input channels."""
+    return replace(spec, stem=replace(spec.stem, in_ch=in_chans))

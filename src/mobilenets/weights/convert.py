@@ -1,0 +1,154 @@
+"""torchvision and timm state dicts -> ours, by naming each of our modules in the source's layout.
+
+The layouts are generated from the same :class:`~mobilenets.specs.NetSpec` that builds our model, so a
+converted state dict is complete by construction and any key the source lacks is named in the error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import torch
+
+from ..registry import build_model
+from ..specs import LayerSpec, NetSpec
+
+SOURCES = ("torchvision", "timm", "mobilenets")
+TORCHVISION_FAMILIES = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
+
+
+def _torchvision_modules(spec: NetSpec, v3: bool) -> Iterator[tuple[str, str]]:
+    """(our module, torchvision module) pairs for torchvision's MobileNetV2 / V3 layout."""
+    yield from (("stem.0", "features.0.0"), ("stem.1", "features.0.1"))
+    for i, b in enumerate(spec.blocks):
+        ours, theirs = f"blocks.{i}", f"features.{i + 1}"
+        if b.kind == "conv":
+            yield from ((f"{ours}.0", f"{theirs}.0"), (f"{ours}.1", f"{theirs}.1"))
+            continue
+        parts = (["expand"] if b.mid_ch != b.in_ch else []) + ["dw"] + (["se"] if b.se_ch else [])
+        if v3:
+            for j, part in enumerate(parts + ["project"]):
+                if part == "se":
+                    yield from (
+                        (f"{ours}.se.fc1", f"{theirs}.block.{j}.fc1"),
+                        (f"{ours}.se.fc2", f"{theirs}.block.{j}.fc2"),
+                    )
+                else:
+                    yield from (
+                        (f"{ours}.{part}.0", f"{theirs}.block.{j}.0"),
+                        (f"{ours}.{part}.1", f"{theirs}.block.{j}.1"),
+                    )
+        else:
+            for j, part in enumerate(parts):
+                yield from (
+                    (f"{ours}.{part}.0", f"{theirs}.conv.{j}.0"),
+                    (f"{ours}.{part}.1", f"{theirs}.conv.{j}.1"),
+                )
+            yield from (
+                (f"{ours}.project.0", f"{theirs}.conv.{len(parts)}"),
+                (f"{ours}.project.1", f"{theirs}.conv.{len(parts) + 1}"),
+            )
+    if spec.head_conv:
+        n = len(spec.blocks) + 1
+        yield from (("head_conv.0", f"features.{n}.0"), ("head_conv.1", f"features.{n}.1"))
+    if v3:
+        yield from (("pre_logits.0", "classifier.0"), ("classifier", "classifier.3"))
+    else:
+        yield "classifier", "classifier.1"
+
+
+def _timm_block(b: LayerSpec, ours: str, theirs: str) -> Iterator[tuple[str, str]]:
+    se = [(f"{ours}.se.fc1", f"{theirs}.se.conv_reduce"), (f"{ours}.se.fc2", f"{theirs}.se.conv_expand")]
+    se = se if b.se_ch else []
+    if b.kind == "conv":
+        yield from ((f"{ours}.0", f"{theirs}.conv"), (f"{ours}.1", f"{theirs}.bn1"))
+    elif b.kind == "dws" or b.mid_ch == b.in_ch:  # timm's DepthwiseSeparableConv
+        pw = "pw" if b.kind == "dws" else "project"
+        yield from (
+            (f"{ours}.dw.0", f"{theirs}.conv_dw"),
+            (f"{ours}.dw.1", f"{theirs}.bn1"),
+            *se,
+            (f"{ours}.{pw}.0", f"{theirs}.conv_pw"),
+            (f"{ours}.{pw}.1", f"{theirs}.bn2"),
+        )
+    else:
+        yield from (
+            (f"{ours}.expand.0", f"{theirs}.conv_pw"),
+            (f"{ours}.expand.1", f"{theirs}.bn1"),
+            (f"{ours}.dw.0", f"{theirs}.conv_dw"),
+            (f"{ours}.dw.1", f"{theirs}.bn2"),
+            *se,
+            (f"{ours}.project.0", f"{theirs}.conv_pwl"),
+            (f"{ours}.project.1", f"{theirs}.bn3"),
+        )
+
+
+def _timm_modules(spec: NetSpec) -> Iterator[tuple[str, str]]:
+    """(our module, timm module) pairs for timm's MobileNetV3 / EfficientNet (V1, V2) layout."""
+    yield from (("stem.0", "conv_stem"), ("stem.1", "bn1"))
+    first = {}
+    for i, b in enumerate(spec.blocks):
+        first.setdefault(b.stage, i)
+        yield from _timm_block(b, f"blocks.{i}", f"blocks.{b.stage}.{i - first[b.stage]}")
+    if spec.head_conv:
+        yield from (("head_conv.0", "conv_head"), ("head_conv.1", "bn2"))
+    if spec.head_hidden:
+        yield "pre_logits.0", "conv_head"
+    yield "classifier", "classifier"
+
+
+def _strip_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop DDP's ``module.`` and torch.compile's ``_orig_mod.`` prefixes."""
+    out = {}
+    for key, value in state_dict.items():
+        for prefix in ("module.", "_orig_mod."):
+            key = key.removeprefix(prefix)
+        out[key] = value
+    return out
+
+
+def convert_state_dict(
+    state_dict: Mapping[str, torch.Tensor], source: str, name: str, **kwargs: object
+) -> dict[str, torch.Tensor]:
+    """Rename a ``source`` (``torchvision``, ``timm`` or ``mobilenets``) state dict for our ``name``
+    built with ``kwargs``; shapes are checked, a missing or misshapen key raises ``ValueError``."""
+    if source not in SOURCES:
+        raise ValueError(f"Unknown source {source!r}; use one of {', '.join(SOURCES)}.")
+    if source == "torchvision" and name not in TORCHVISION_FAMILIES:
+        raise ValueError(f"torchvision has no {name}; it has {', '.join(TORCHVISION_FAMILIES)}.")
+    model = build_model(name, **kwargs)
+    target = model.state_dict()
+    state_dict = _strip_prefix(state_dict)
+    if source == "mobilenets":
+        pairs = {k.rsplit(".", 1)[0]: k.rsplit(".", 1)[0] for k in target}
+    elif source == "torchvision":
+        pairs = dict(_torchvision_modules(model.spec, v3=name != "mobilenet_v2"))
+    else:
+        pairs = dict(_timm_modules(model.spec))
+    out, used = {}, set()
+    for key, like in target.items():
+        module, leaf = key.rsplit(".", 1)
+        src = f"{pairs[module]}.{leaf}"
+        if src not in state_dict:
+            if leaf == "num_batches_tracked":
+                out[key] = like.clone()
+                continue
+            raise ValueError(
+                f"The {source} state dict has no {src!r} (needed for our {key!r}); "
+                f"is it a {name} with these options ({kwargs or 'defaults'})?"
+            )
+        value = state_dict[src]
+        if value.numel() != like.numel():
+            raise ValueError(
+                f"{source} {src!r} has shape {tuple(value.shape)} but our {name} needs "
+                f"{tuple(like.shape)}: check width_mult and num_classes."
+            )
+        out[key] = value.reshape(like.shape).to(like.dtype)
+        used.add(src)
+    extra = sorted(set(state_dict) - used - {k for k in state_dict if k.endswith("num_batches_tracked")})
+    if extra:
+        raise ValueError(
+            f"The {source} state dict has {len(extra)} key(s) our {name} does not use, "
+            f"e.g. {extra[0]!r}: it is another architecture or configuration."
+        )
+    return out

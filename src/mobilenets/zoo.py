@@ -1,0 +1,198 @@
+"""Every published MobileNet configuration, with its source, beside our own count.
+
+Each row names the source table it comes from; ``params_convention`` says how that source counted
+parameters (the V1 tables and the V3 paper include BN's scale and shift, TF-slim's V2 table counts the
+frozen graph, where BN is folded away). Counts are for 1000 classes; sources with 1001 differ by one
+classifier row, well inside their rounding.
+
+Left out because no model reproduces them (their neighbours in the same table do): TF-slim's V1 0.75
+rows (317/233/162/104M, 2.6% below the paper's own 325M at 224 and our count), its V1 0.25@192
+(34M; 41M x (192/224)^2 is 30M), and its V3-Small figures (66M, 2.9M; minimalistic 65M), which
+disagree with the V3 paper's Table 3 (56M, 2.5M), with torchvision and with timm.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass
+
+from .profile import profile
+from .registry import build_model
+
+V1_PAPER = "MobileNetV1 paper (Howard et al. 2017), Table {}"
+V2_PAPER = "MobileNetV2 paper (Sandler et al. 2018), Table 4"
+V3_PAPER = "MobileNetV3 paper (Howard et al. 2019), Table 3"
+SLIM_V1 = "TF-slim mobilenet_v1.md"
+SLIM_V2 = "TF-slim mobilenet/README.md (V2 checkpoints)"
+SLIM_V3 = "TF-slim mobilenet/README.md (V3 checkpoints)"
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published configuration and its figures as printed (millions; top-1 in percent)."""
+
+    model: str
+    width_mult: float
+    resolution: int
+    top1: float
+    macs_m: float
+    params_m: float
+    source: str
+    minimalistic: bool = False
+    params_with_bn: bool = True
+
+    @property
+    def label(self) -> str:
+        name = self.model.replace("mobilenet_", "").replace("_", "-")
+        return f"{name}{'-min' if self.minimalistic else ''} {self.width_mult:g}@{self.resolution}"
+
+
+def _slim_v1() -> list[Published]:
+    table = {  # width: (params, {resolution: (macs, top1)}), float checkpoints
+        1.0: (4.24, {224: (569, 70.9), 192: (418, 70.0), 160: (291, 68.0), 128: (186, 65.2)}),
+        0.5: (1.34, {224: (150, 63.3), 192: (110, 61.7), 160: (77, 59.1), 128: (49, 56.3)}),
+        0.25: (0.47, {224: (41, 49.8), 160: (21, 45.5), 128: (14, 41.5)}),
+    }
+    return [
+        Published("mobilenet_v1", w, r, top1, macs, params, SLIM_V1)
+        for w, (params, grid) in table.items()
+        for r, (macs, top1) in grid.items()
+    ]
+
+
+def _slim_v2() -> list[Published]:
+    table = {
+        1.4: (6.06, {224: (582, 75.0)}),
+        1.3: (5.34, {224: (509, 74.4)}),
+        1.0: (3.47, {224: (300, 71.8), 192: (221, 70.7), 160: (154, 68.8), 128: (99, 65.3), 96: (56, 60.3)}),
+        0.75: (2.61, {224: (209, 69.8), 192: (153, 68.7), 160: (107, 66.4), 128: (69, 63.2), 96: (39, 58.8)}),
+        0.5: (1.95, {224: (97, 65.4), 192: (71, 63.9), 160: (50, 61.0), 128: (32, 57.7), 96: (18, 51.2)}),
+        0.35: (1.66, {224: (59, 60.3), 192: (43, 58.2), 160: (30, 55.7), 128: (20, 50.8), 96: (11, 45.5)}),
+    }
+    return [
+        Published("mobilenet_v2", w, r, top1, macs, params, SLIM_V2, params_with_bn=False)
+        for w, (params, grid) in table.items()
+        for r, (macs, top1) in grid.items()
+    ]
+
+
+PUBLISHED: tuple[Published, ...] = (
+    Published("mobilenet_v1", 1.0, 224, 70.6, 569, 4.2, V1_PAPER.format(6)),
+    Published("mobilenet_v1", 0.75, 224, 68.4, 325, 2.6, V1_PAPER.format(6)),
+    Published("mobilenet_v1", 0.5, 224, 63.7, 149, 1.3, V1_PAPER.format(6)),
+    Published("mobilenet_v1", 0.25, 224, 50.6, 41, 0.5, V1_PAPER.format(6)),
+    Published("mobilenet_v1", 1.0, 192, 69.1, 418, 4.2, V1_PAPER.format(7)),
+    Published("mobilenet_v1", 1.0, 160, 67.2, 290, 4.2, V1_PAPER.format(7)),
+    Published("mobilenet_v1", 1.0, 128, 64.4, 186, 4.2, V1_PAPER.format(7)),
+    Published("mobilenet_v1", 0.5, 160, 60.2, 76, 1.32, V1_PAPER.format(9), params_with_bn=False),
+    *_slim_v1(),
+    Published("mobilenet_v2", 1.0, 224, 72.0, 300, 3.4, V2_PAPER, params_with_bn=False),
+    *_slim_v2(),
+    Published("mobilenet_v3_large", 1.0, 224, 75.2, 217, 5.4, SLIM_V3),
+    Published("mobilenet_v3_large", 0.75, 224, 73.3, 155, 4.0, V3_PAPER),
+    Published("mobilenet_v3_small", 1.0, 224, 67.4, 56, 2.5, V3_PAPER),
+    Published("mobilenet_v3_small", 0.75, 224, 65.4, 44, 2.0, V3_PAPER),
+    Published("mobilenet_v3_large", 1.0, 224, 72.3, 209, 3.9, SLIM_V3, minimalistic=True),
+)
+
+
+@dataclass(frozen=True)
+class ZooRow:
+    """A published configuration with our counts (millions) beside it."""
+
+    config: str
+    model: str
+    width_mult: float
+    resolution: int
+    top1: float
+    macs_m: float
+    our_macs_m: float
+    params_m: float
+    our_params_m: float
+    source: str
+
+
+def zoo_rows() -> list[ZooRow]:
+    """Count every published configuration with our models (same convention as its source)."""
+    rows, cache = [], {}
+    for pub in PUBLISHED:
+        key = (pub.model, pub.width_mult, pub.minimalistic)
+        if key not in cache:
+            kwargs = {"minimalistic": True} if pub.minimalistic else {}
+            cache[key] = build_model(pub.model, width_mult=pub.width_mult, **kwargs).eval()
+        prof = profile(cache[key], pub.resolution)
+        params = prof.params if pub.params_with_bn else prof.params_no_bn
+        rows.append(
+            ZooRow(
+                pub.label,
+                pub.model,
+                pub.width_mult,
+                pub.resolution,
+                pub.top1,
+                pub.macs_m,
+                round(prof.macs / 1e6, 2),
+                pub.params_m,
+                round(params / 1e6, 3),
+                pub.source,
+            )
+        )
+    return rows
+
+
+def render(rows: list[ZooRow], fmt: str = "table") -> str:
+    """Rows as ``table`` (aligned text), ``csv``, ``json`` or ``markdown``."""
+    dicts = [asdict(r) for r in rows]
+    if fmt == "json":
+        return json.dumps(dicts, indent=2)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(dicts[0]))
+        writer.writeheader()
+        writer.writerows(dicts)
+        return out.getvalue()
+    header = ["config", "top-1", "MAdds (M) published", "ours", "params (M) published", "ours", "source"]
+    body = [
+        [
+            r.config,
+            f"{r.top1:.1f}",
+            f"{r.macs_m:g}",
+            f"{r.our_macs_m:.1f}",
+            f"{r.params_m:g}",
+            f"{r.our_params_m:.2f}",
+            r.source,
+        ]
+        for r in rows
+    ]
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(b) + " |" for b in body])
+    if fmt != "table":
+        raise ValueError(f"Unknown format {fmt!r}; use table, csv, json or markdown.")
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    return "\n".join(
+        "  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [header, *body]
+    )
+
+
+def plot(rows: list[ZooRow], path: str) -> None:
+    """Published top-1 against our multiply-adds per family: the papers' trade-off figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for family in sorted({r.config.split(" ")[0] for r in rows}):
+        pts = sorted((r.our_macs_m, r.top1) for r in rows if r.config.split(" ")[0] == family)
+        ax.plot(*zip(*pts), "o", label=family, alpha=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("multiply-adds (millions, log scale)")
+    ax.set_ylabel("published ImageNet top-1 (%)")
+    ax.set_title("MobileNets: accuracy vs multiply-adds")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

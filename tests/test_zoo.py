@@ -1,0 +1,71 @@
+"""Our parameter and multiply-add counts against the papers' and TF-slim's published tables."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mobilenets import create_model, profile
+from mobilenets.cli import main
+from mobilenets.zoo import PUBLISHED, zoo_rows
+
+
+def _unit(x: float) -> float:
+    """One unit of the last printed digit: the published figure's rounding."""
+    text = f"{x:g}"
+    return 10.0 ** -(len(text.split(".")[1]) if "." in text else 0)
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return zoo_rows()
+
+
+def test_every_published_row_is_reproduced(rows):
+    assert len(rows) == len(PUBLISHED) >= 45
+    bad = [
+        (r.config, r.source, r.macs_m, r.our_macs_m, r.params_m, r.our_params_m)
+        for r in rows
+        if abs(r.our_macs_m - r.macs_m) > _unit(r.macs_m)
+        or abs(r.our_params_m - r.params_m) > _unit(r.params_m)
+    ]
+    assert not bad
+
+
+def test_headline_counts_exact():
+    """Exact counts that torchvision's documentation publishes (params incl. BN) and 569M for V1."""
+    assert profile(create_model("mobilenet_v2")).params == 3_504_872
+    assert profile(create_model("mobilenet_v3_large")).params == 5_483_032
+    assert profile(create_model("mobilenet_v3_small")).params == 2_542_856
+    assert round(profile(create_model("mobilenet_v1")).macs / 1e6) == 569
+
+
+def test_profile_counts_against_torchvision():
+    import torchvision
+
+    for name in ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"):
+        ref = getattr(torchvision.models, name)()
+        ours = profile(create_model(name), 160)
+        assert ours.params == sum(p.numel() for p in ref.parameters())
+        from mobilenets.profile import count_macs
+
+        assert ours.macs == count_macs(ref, 160)
+
+
+def test_zoo_command_formats(capsys, tmp_path):
+    assert main(["zoo", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {"config", "our_macs_m", "source"} <= set(data[0])
+    assert main(["zoo", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.startswith("config,model,")
+    png = tmp_path / "zoo.png"
+    assert main(["zoo", "--format", "markdown", "--plot", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_profile_rejects_bad_size():
+    with pytest.raises(ValueError, match="input_size"):
+        profile(create_model("mobilenet_v1"), 0)
+    assert torch.is_tensor(torch.zeros(1))
