@@ -23,7 +23,7 @@ def create_model(name: str, *, pretrained: str | None = None, **kwargs) -> nn.Mo
     if pretrained is not None and str(pretrained).endswith(".tflite"):
         from .weights.tflite import load_tflite
 
-        return load_tflite(pretrained, **kwargs)
+        return load_tflite(pretrained, model_name=name, **kwargs)
     if pretrained == "timm":
         kwargs.setdefault("bn_eps", 1e-5)
     model = build_model(name, **kwargs)

@@ -37,10 +37,93 @@ def add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="runs/demo", help="folder for the demo's outputs")
 
 
+def add_model_source(p: argparse.ArgumentParser, model_option: bool = True) -> None:
+    """--weights FILE | --checkpoint DIR | --model NAME [--pretrained SRC]."""
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="our checkpoint, a torchvision/timm state dict, a .tflite or our .onnx export",
+    )
+    g.add_argument("--checkpoint", metavar="DIR", help="a `mobilenets train` output folder")
+    if model_option:
+        g.add_argument("--model", metavar="NAME", help="a model name (see `mobilenets zoo`)")
+        p.add_argument("--pretrained", metavar="SRC", help="torchvision, timm or a weights file")
+
+
+def _classifier(args: argparse.Namespace):
+    from .inference import load_classifier
+
+    if getattr(args, "pretrained", None) and not getattr(args, "model", None):
+        raise UserError("--pretrained goes with --model NAME.")
+    return load_classifier(
+        args.weights, args.checkpoint, getattr(args, "model", None), getattr(args, "pretrained", None)
+    )
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    import json
+
+    from .evaluate import predict_images
+
+    if args.top_k < 1:
+        raise UserError("--top-k must be at least 1.")
+    missing = [p for p in args.images if not os.path.isfile(p)]
+    if missing:
+        raise UserError(f"No such image file: {', '.join(missing)}.")
+    results = predict_images(_classifier(args), args.images, args.top_k)
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[0]))
+        return
+    for r in results:
+        print(r["image"])
+        for t in r["top"]:
+            print(f"  {t['prob']:7.2%}  {t['index']:4d}  {t['name']}")
+
+
+def add_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    add_model_source(p)
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    import json
+
+    from .evaluate import evaluate
+
+    clf = _classifier(args)
+    result = evaluate(clf, args.data, batch_size=args.batch_size, workers=args.workers)
+    for path in result["skipped"]:
+        print(f"skipped unreadable image: {path}", file=sys.stderr)
+    print(
+        f"{clf.description}: top-1 {result['top1']:.2%}, top-5 {result['top5']:.2%} "
+        f"on {result['n']} images ({len(result['skipped'])} skipped)"
+    )
+    if args.json:
+        print(json.dumps({k: result[k] for k in ("top1", "top5", "n")}))
+
+
+def add_eval(p: argparse.ArgumentParser) -> None:
+    add_model_source(p)
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="D",
+        help="class subfolders (D/val or D/test if present) or labels.csv + images/",
+    )
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--json", action="store_true", help="end with a JSON line {top1, top5, n}")
+
+
 COMMANDS: dict[
     str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]
 ] = {
     "zoo": ("published configurations with our parameter and multiply-add counts", add_zoo, cmd_zoo),
+    "predict": ("top-k classes of images", add_predict, cmd_predict),
+    "eval": ("top-1 / top-5 on a folder of images", add_eval, cmd_eval),
     "demo": ("the main job, offline: train, evaluate and profile a small model", add_demo, cmd_demo),
 }
 
@@ -56,12 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .evaluate import DataError
+    from .preprocess import BadImageError
     from .weights.hub import WeightsError
 
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (UserError, WeightsError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+    except (
+        UserError,
+        WeightsError,
+        DataError,
+        BadImageError,
+        FileNotFoundError,
+        NotADirectoryError,
+        PermissionError,
+    ) as exc:
         print(f"mobilenets {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (ValueError, TypeError) as exc:  # our validation errors are full sentences

@@ -26,8 +26,13 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 
 
 def make_activation(name: str | None) -> nn.Module:
-    """The activation module for a spec name (``relu``, ``relu6``, ``hswish``) or identity for None."""
-    return nn.Identity() if name is None else ACTIVATIONS[name]()
+    """The activation module for a spec name (``relu``, ``relu6``, ``hswish``) or identity for None.
+
+    In place, as torchvision's: it only ever follows a BN or linear layer inside our own units, whose
+    backward does not need their output, so no tensor a user holds (a feature map, a block output) is
+    ever overwritten.
+    """
+    return nn.Identity() if name is None else ACTIVATIONS[name](inplace=True)
 
 
 class SamePadConv2d(nn.Conv2d):
@@ -101,7 +106,7 @@ class SqueezeExcite(nn.Module):
     def __init__(self, channels: int, squeeze_channels: int) -> None:
         super().__init__()
         self.fc1 = nn.Conv2d(channels, squeeze_channels, 1)
-        self.act = nn.ReLU()
+        self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(squeeze_channels, channels, 1)
         self.gate = nn.Hardsigmoid()
 

@@ -1,0 +1,140 @@
+"""Top-1 / top-5 evaluation of a :class:`~mobilenets.inference.Classifier` on a folder of images."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .classes import imagenet_wnids
+from .inference import Classifier
+from .preprocess import IMAGE_EXTENSIONS, BadImageError, preprocess
+
+
+class DataError(ValueError):
+    """A dataset folder that cannot be used as given; the message says why."""
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def class_folders(root: Path) -> list[Path]:
+    """The class subfolders of ``root``; empty ones are an error naming them."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise DataError(f"{root} has no class subfolders (and no labels.csv with images/).")
+    empty = [p.name for p in folders if not list_images(p)]
+    if empty:
+        raise DataError(f"Class folder(s) with no images in {root}: {', '.join(empty)}; "
+                        "add images or remove them.")  # fmt: skip
+    return folders
+
+
+@dataclass
+class EvalSet:
+    samples: list[tuple[Path, int]]
+    folder_names: list[str] | None = None
+    skipped: list[str] = field(default_factory=list)
+
+
+def find_eval_set(data: str | Path, model_classes: list[str]) -> EvalSet:
+    """Images and labels in the model's class indices.
+
+    ``data``: a folder with ``labels.csv`` (``file,label``) and ``images/``; or class subfolders
+    (``data/val`` or ``data/test`` first if present). Folder names map to the model's classes by
+    name, by ImageNet wnid for 1000-class models, or else by sorted order when the counts agree.
+    """
+    root = Path(data)
+    if not root.is_dir():
+        raise DataError(f"Data folder {root} does not exist.")
+    labels = root / "labels.csv"
+    if labels.is_file():
+        with labels.open() as f:
+            rows = list(csv.DictReader(f))
+        if not rows or not {"file", "label"} <= set(rows[0]):
+            raise DataError(f"{labels} needs a header 'file,label' and one row per image.")
+        images = root / "images" if (root / "images").is_dir() else root
+        return EvalSet([(images / r["file"], int(r["label"])) for r in rows])
+    for sub in ("val", "test"):
+        if (root / sub).is_dir():
+            root = root / sub
+            break
+    folders = class_folders(root)
+    names = [p.name for p in folders]
+    if len(model_classes) in (1000, 1001) and all(n.startswith("n") for n in names):
+        wnids = imagenet_wnids()
+        offset = len(model_classes) - 1000
+        unknown = [n for n in names if n not in wnids]
+        if unknown:
+            raise DataError(f"Folder(s) {', '.join(unknown[:5])} are no ImageNet wnids.")
+        index = {n: wnids.index(n) + offset for n in names}
+    elif set(names) <= set(model_classes):
+        index = {n: model_classes.index(n) for n in names}
+    elif len(names) == len(model_classes):
+        index = {n: i for i, n in enumerate(names)}
+    else:
+        raise DataError(f"{root} has {len(names)} classes ({', '.join(names[:5])}...) but the model "
+                        f"has {len(model_classes)} ({', '.join(model_classes[:5])}...).")  # fmt: skip
+    samples = [(p, index[f.name]) for f in folders for p in list_images(f)]
+    return EvalSet(samples, names)
+
+
+class _Images(Dataset):
+    def __init__(self, samples: list[tuple[Path, int]], cfg: dict) -> None:
+        self.samples, self.cfg = samples, cfg
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        path, label = self.samples[i]
+        try:
+            return preprocess(path, self.cfg), label, ""
+        except (BadImageError, FileNotFoundError):
+            _, h, w = self.cfg["input_size"]
+            return torch.zeros(3, h, w), label, str(path)
+
+
+def evaluate(clf: Classifier, data: str | Path, batch_size: int = 32, workers: int = 2) -> dict:
+    """``{"top1", "top5", "n", "skipped"}`` (fractions); unreadable images are skipped and listed."""
+    ev = find_eval_set(data, clf.class_names)
+    loader = DataLoader(_Images(ev.samples, clf.cfg), batch_size=batch_size, num_workers=workers)
+    top1 = top5 = n = 0
+    skipped: list[str] = []
+    for x, y, bad in tqdm(loader, desc="eval", unit="batch", disable=not sys.stderr.isatty()):
+        keep = torch.tensor([not b for b in bad])
+        skipped += [b for b in bad if b]
+        if not keep.any():
+            continue
+        logits = clf.run(x[keep]).float()
+        y = y[keep]
+        k = min(5, logits.shape[1])
+        pred = logits.topk(k, dim=1).indices
+        top1 += (pred[:, 0] == y).sum().item()
+        top5 += (pred == y[:, None]).any(dim=1).sum().item()
+        n += len(y)
+    if n == 0:
+        raise DataError(f"No readable images in {data}.")
+    return {"top1": top1 / n, "top5": top5 / n, "n": n, "skipped": skipped}
+
+
+def predict_images(clf: Classifier, paths: list[str], top_k: int = 5) -> list[dict]:
+    """Top-k classes with names and probabilities for each image."""
+    results = []
+    for path in paths:
+        x = preprocess(path, clf.cfg)[None]
+        probs = clf.run(x).float().softmax(dim=1)[0]
+        k = min(top_k, probs.numel())
+        values, indices = probs.topk(k)
+        results.append({
+            "image": str(path),
+            "top": [{"index": int(i), "name": clf.class_names[int(i)], "prob": round(float(p), 6)}
+                    for p, i in zip(values, indices)],
+        })  # fmt: skip
+    return results

@@ -1,0 +1,165 @@
+"""Load any supported model file for inference: ours, torchvision/timm state dicts, TFLite, ONNX.
+
+A :class:`Classifier` is a batch function (normalized NCHW float tensor -> logits) together with the
+preprocessing and class names that travel with the weights.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .classes import imagenet_names
+from .weights.hub import WeightsError, detect_source, read_state_dict
+
+MODEL_JSON = "model.json"
+BEST = "best.safetensors"
+
+
+@dataclass
+class Classifier:
+    """``run`` maps a normalized NCHW batch to logits; ``cfg`` is the preprocessing to apply first."""
+
+    run: Callable[[torch.Tensor], torch.Tensor]
+    cfg: dict[str, Any]
+    class_names: list[str]
+    description: str
+    model: nn.Module | None = None
+
+
+def _names_for(num_classes: int, names: list[str] | None = None) -> list[str]:
+    if names:
+        return list(names)
+    if num_classes == 1000:
+        return imagenet_names()
+    if num_classes == 1001:
+        return ["background", *imagenet_names()]
+    return [str(i) for i in range(num_classes)]
+
+
+def torch_classifier(model: nn.Module, names: list[str] | None = None, description: str = "") -> Classifier:
+    model.eval()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(x)
+
+    return Classifier(run, dict(model.pretrained_cfg), _names_for(model.num_classes, names),
+                      description or getattr(model, "model_name", "model"), model)  # fmt: skip
+
+
+def read_model_json(folder: Path) -> dict[str, Any]:
+    path = folder / MODEL_JSON
+    if not path.is_file():
+        raise WeightsError(f"{folder} has no {MODEL_JSON}; is it a `mobilenets train` output folder?")
+    return json.loads(path.read_text())
+
+
+def load_checkpoint(path: str | Path) -> nn.Module:
+    """Our training output: a folder (``best.safetensors`` + ``model.json``) or a weights file in one."""
+    from .registry import build_model
+
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"Checkpoint {path} does not exist.")
+    folder, weights = (path, path / BEST) if path.is_dir() else (path.parent, path)
+    meta = read_model_json(folder)
+    if not weights.is_file():
+        raise WeightsError(f"{folder} has no {weights.name}; training has not finished an epoch yet.")
+    model = build_model(meta["model"], **meta["model_args"])
+    state = read_state_dict(weights)
+    try:
+        model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+    except RuntimeError as exc:
+        raise WeightsError(f"{weights} does not fit the {meta['model']} in {MODEL_JSON}: "
+                           f"{str(exc).splitlines()[0]}") from None  # fmt: skip
+    model.pretrained_cfg = meta["pretrained_cfg"]
+    model.class_names = meta.get("class_names")
+    return model.eval()
+
+
+def _guess_architecture(state: dict[str, torch.Tensor]) -> nn.Module:
+    """Our model for a bare torchvision/timm/ours state dict, found by trying each configuration."""
+    from .registry import build_model
+    from .weights.convert import convert_state_dict
+    from .weights.tflite import CANDIDATES
+
+    source = detect_source(state)
+    head = [v for k, v in state.items() if "classifier" in k and k.endswith("weight")]
+    num_classes = int(head[-1].shape[0]) if head else 1000
+    bn_eps = {"bn_eps": 1e-5} if source == "timm" else {}
+    for name, width, minimal in CANDIDATES:
+        kwargs = dict(width_mult=width, num_classes=num_classes, **bn_eps)
+        if minimal:
+            kwargs["minimalistic"] = True
+        try:
+            converted = convert_state_dict(state, source, name, **kwargs)
+        except ValueError:
+            continue
+        model = build_model(name, **kwargs)
+        model.load_state_dict(converted)
+        return model
+    raise WeightsError(f"The {source} state dict matches no MobileNet configuration we know.")
+
+
+def onnx_classifier(path: Path) -> Classifier:
+    import numpy as np
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001
+        raise WeightsError(f"{path} is not a loadable ONNX model ({type(exc).__name__}).") from None
+    meta = session.get_modelmeta().custom_metadata_map
+    if "mobilenets" not in meta:
+        raise WeightsError(f"{path} has no mobilenets metadata (preprocessing, classes); export it "
+                           "with `mobilenets export`.")  # fmt: skip
+    info = json.loads(meta["mobilenets"])
+    name = session.get_inputs()[0].name
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {name: np.ascontiguousarray(x.numpy())})[0])
+
+    return Classifier(run, info["pretrained_cfg"], info["class_names"], f"ONNX {path.name}")
+
+
+def load_classifier(
+    weights: str | None = None,
+    checkpoint: str | None = None,
+    model: str | None = None,
+    pretrained: str | None = None,
+) -> Classifier:
+    """The model a command names with ``--weights FILE``, ``--checkpoint DIR`` or ``--model NAME
+    [--pretrained SRC]`` (exactly one of the three)."""
+    from . import create_model
+
+    given = [x for x in (weights, checkpoint, model) if x]
+    if len(given) != 1:
+        raise WeightsError("Name the model once: --weights FILE, --checkpoint DIR or --model NAME.")
+    if checkpoint:
+        net = load_checkpoint(checkpoint)
+        return torch_classifier(net, net.class_names, f"checkpoint {checkpoint}")
+    if model:
+        net = create_model(model, pretrained=pretrained)
+        return torch_classifier(net, description=f"{model} ({pretrained or 'untrained'})")
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsError(f"Weights file {path} does not exist.")
+    if path.suffix == ".onnx":
+        return onnx_classifier(path)
+    if path.suffix == ".tflite":
+        from .weights.tflite import load_tflite
+
+        net = load_tflite(path)
+        return torch_classifier(net, description=f"TFLite {path.name}")
+    if (path.parent / MODEL_JSON).is_file():
+        net = load_checkpoint(path)
+        return torch_classifier(net, net.class_names, f"checkpoint {path}")
+    net = _guess_architecture(read_state_dict(path))
+    return torch_classifier(net, description=f"{net.model_name} from {path.name}")

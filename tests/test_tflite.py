@@ -1,0 +1,152 @@
+"""Google's TFLite MobileNets: import, errors, and agreement with the LiteRT interpreter on real images."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_path
+from mobilenets import create_model
+from mobilenets.cli import main
+from mobilenets.preprocess import eval_resize_crop, load_rgb, to_tensor
+from mobilenets.weights.hub import WeightsError
+from mobilenets.weights.tflite import Graph, Op, Tensor, load_tflite, recognise
+
+
+def test_not_a_tflite_file(tmp_path):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"this is not a flatbuffer at all")
+    with pytest.raises(WeightsError, match="is not a TFLite model"):
+        load_tflite(path)
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_tflite(tmp_path / "missing.tflite")
+
+
+def test_truncated_file(tmp_path):
+    src = shared_path("weights", "mobilenet_v1_0.25_224_float.tflite")
+    path = tmp_path / "cut.tflite"
+    path.write_bytes(src.read_bytes()[:4096])
+    with pytest.raises(WeightsError, match="truncated or corrupt"):
+        load_tflite(path)
+
+
+def test_unknown_graph_says_what_was_found():
+    tensors = [
+        Tensor("in", (1, 8, 8, 3), "float32", None, None, None, 0),
+        Tensor("w", (5, 3, 3, 3), "float32", np.zeros((5, 3, 3, 3), np.float32), None, None, 0),
+    ]
+    graph = Graph(tensors, [Op("CONV_2D", [0, 1], [0]), Op("SOFTMAX", [0], [0])], [0], [0])
+    with pytest.raises(WeightsError, match=r"1 convolutions .*\(5, 3, 3, 3\).*CONV_2D, SOFTMAX"):
+        recognise(graph)
+
+
+def test_dequantization_per_channel():
+    q = np.array([[0, 10], [20, 30]], np.uint8)
+    t = Tensor("w", (2, 2), "uint8", q, np.array([0.5, 2.0], np.float32), np.array([10, 0], np.float32), 0)
+    graph = Graph([t], [], [], [])
+    np.testing.assert_allclose(graph.value(0), [[-5, 0], [40, 60]])
+
+
+@pytest.fixture(scope="module")
+def imagenet():
+    root = shared_path("imagenet-val-1300")
+    with (root / "labels.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    return root, rows, {}
+
+
+def _compare(imagenet, name: str, **kwargs) -> tuple[float, float, float]:
+    """(LiteRT top-1, our top-1, per-image agreement) on all 1300 images."""
+    litert = pytest.importorskip("mobilenets.weights.litert")
+    pytest.importorskip("ai_edge_litert")
+    root, rows, cache = imagenet
+    path = shared_path("weights", f"{name}.tflite")
+    model = load_tflite(path, **kwargs)
+    cfg = model.pretrained_cfg
+    size = cfg["input_size"][1]
+    if size not in cache:
+        cache[size] = np.stack(
+            [np.asarray(eval_resize_crop(load_rgb(root / "images" / r["file"]), cfg)) for r in rows]
+        )
+    pixels = cache[size]
+    labels = torch.tensor([int(r["label"]) for r in rows])
+    ref = torch.from_numpy(litert.litert_logits(path, pixels))[:, 1:].argmax(1)
+    x = torch.stack([to_tensor(p, cfg) for p in pixels])
+    with torch.inference_mode():
+        ours = torch.cat([model(b) for b in x.split(100)]).argmax(1)
+    return (
+        (ref == labels).float().mean().item(),
+        (ours == labels).float().mean().item(),
+        (ref == ours).float().mean().item(),
+    )
+
+
+@pytest.mark.parametrize("name,fake_quant,max_diff,min_agree", [
+    ("mobilenet_v1_0.25_224_float", False, 0.005, 0.99),
+    ("mobilenet_v2_1.0_224_quant", False, 0.01, 0.95),
+    ("mobilenet_v2_1.0_224_quant", True, 0.01, 0.97),
+    ("mobilenet_v1_0.25_224_quant", True, 0.01, 0.97),
+    ("mobilenet_v1_0.25_128_quant", True, 0.01, 0.97),
+    ("mobilenet_v1_0.5_160_quant", True, 0.01, 0.97),
+    ("mobilenet_v1_0.75_192_quant", True, 0.01, 0.97),
+    ("mobilenet_v3_small_1.0_224_uint8", True, 0.01, 0.90),
+])  # fmt: skip
+def test_matches_litert_on_real_images(imagenet, name, fake_quant, max_diff, min_agree):
+    ref_top1, top1, agree = _compare(imagenet, name, fake_quant=fake_quant)
+    assert abs(top1 - ref_top1) <= max_diff and agree >= min_agree, (ref_top1, top1, agree)
+
+
+def test_same_padding_is_what_the_weights_need(imagenet):
+    path = shared_path("weights", "mobilenet_v1_0.25_224_float.tflite")
+    same = load_tflite(path)
+    sym = create_model("mobilenet_v1", width_mult=0.25, padding="symmetric").eval()
+    sym.load_state_dict(same.state_dict())
+    root, rows, _ = imagenet
+    x = torch.stack(
+        [
+            to_tensor(
+                eval_resize_crop(load_rgb(root / "images" / r["file"]), same.pretrained_cfg),
+                same.pretrained_cfg,
+            )
+            for r in rows[:200]
+        ]
+    )
+    y = torch.tensor([int(r["label"]) for r in rows[:200]])
+    with torch.inference_mode():
+        acc_same = (same(x).argmax(1) == y).float().mean()
+        acc_sym = (sym(x).argmax(1) == y).float().mean()
+    assert acc_same - acc_sym > 0.1
+
+
+def test_model_metadata_and_background(tmp_path):
+    path = shared_path("weights", "mobilenet_v2_1.0_224_quant.tflite")
+    model = create_model("mobilenet_v2", pretrained=str(path))
+    assert model.pretrained_cfg["input_size"] == (3, 224, 224)
+    assert model.pretrained_cfg["crop_pct"] == 0.875 and model.num_classes == 1000
+    assert load_tflite(path, keep_background=True).num_classes == 1001
+    with pytest.raises(WeightsError, match="holds a mobilenet_v2"):
+        create_model("mobilenet_v3_small", pretrained=str(path))
+
+
+def test_predict_and_eval_commands(imagenet, capsys, tmp_path):
+    root, rows, _ = imagenet
+    weights = str(shared_path("weights", "mobilenet_v2_1.0_224_quant.tflite"))
+    # the first image of the set: a canoe (class 472)
+    row = rows[0]
+    assert main(["predict", str(root / "images" / row["file"]), "--weights", weights, "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)["top"]
+    assert top[0]["index"] == int(row["label"]) and top[0]["name"] == "canoe"
+    sub = tmp_path / "subset"
+    (sub / "images").mkdir(parents=True)
+    with (sub / "labels.csv").open("w") as f:
+        f.write("file,label\n")
+        for r in rows[:40]:
+            (sub / "images" / r["file"]).symlink_to(root / "images" / r["file"])
+            f.write(f"{r['file']},{r['label']}\n")
+    assert main(["eval", "--weights", weights, "--data", str(sub), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["n"] == 40 and 0.5 < result["top1"] <= result["top5"] <= 1
