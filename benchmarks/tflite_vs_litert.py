@@ -70,9 +70,7 @@ def main() -> None:
     torch.set_num_threads(2)
     with (DATA / "imagenet-val-1300" / "labels.csv").open() as f:
         rows = list(csv.DictReader(f))[: args.limit]
-    print(
-        "| file | n | LiteRT top-1 | ours top-1 | diff (points) | LiteRT top-5 | ours top-5 | top-1 agreement |"
-    )
+    print("| file | n | LiteRT top-1 | ours top-1 | diff (points) | LiteRT top-5 | ours top-5 | top-1 agreement |")
     print("|---|---|---|---|---|---|---|---|")
     cache: dict = {}
     for name, fake_quant in [(f, fq) for f in FILES for fq in (False, True) if fq <= ("float" not in f)]:

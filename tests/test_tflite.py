@@ -69,9 +69,7 @@ def _compare(imagenet, name: str, **kwargs) -> tuple[float, float, float]:
     cfg = model.pretrained_cfg
     size = cfg["input_size"][1]
     if size not in cache:
-        cache[size] = np.stack(
-            [np.asarray(eval_resize_crop(load_rgb(root / "images" / r["file"]), cfg)) for r in rows]
-        )
+        cache[size] = np.stack([np.asarray(eval_resize_crop(load_rgb(root / "images" / r["file"]), cfg)) for r in rows])
     pixels = cache[size]
     labels = torch.tensor([int(r["label"]) for r in rows])
     ref = torch.from_numpy(litert.litert_logits(path, pixels))[:, 1:].argmax(1)

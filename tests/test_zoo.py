@@ -28,8 +28,7 @@ def test_every_published_row_is_reproduced(rows):
     bad = [
         (r.config, r.source, r.macs_m, r.our_macs_m, r.params_m, r.our_params_m)
         for r in rows
-        if abs(r.our_macs_m - r.macs_m) > _unit(r.macs_m)
-        or abs(r.our_params_m - r.params_m) > _unit(r.params_m)
+        if abs(r.our_macs_m - r.macs_m) > _unit(r.macs_m) or abs(r.our_params_m - r.params_m) > _unit(r.params_m)
     ]
     assert not bad
 

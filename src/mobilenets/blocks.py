@@ -51,9 +51,7 @@ class InvertedResidual(nn.Module):
         super().__init__()
         self.use_residual = stride == 1 and in_ch == out_ch
         self.expand = ConvNormAct(in_ch, mid_ch, 1, act=act, **norm) if mid_ch != in_ch else nn.Identity()
-        self.dw = ConvNormAct(
-            mid_ch, mid_ch, kernel, stride, dilation=dilation, groups=mid_ch, act=act, **norm
-        )
+        self.dw = ConvNormAct(mid_ch, mid_ch, kernel, stride, dilation=dilation, groups=mid_ch, act=act, **norm)
         self.se = SqueezeExcite(mid_ch, se_ch) if se_ch else nn.Identity()
         self.project = ConvNormAct(mid_ch, out_ch, 1, act=None, **norm)
 

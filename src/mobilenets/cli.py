@@ -118,9 +118,7 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="end with a JSON line {top1, top5, n}")
 
 
-COMMANDS: dict[
-    str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]
-] = {
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]] = {
     "zoo": ("published configurations with our parameter and multiply-add counts", add_zoo, cmd_zoo),
     "predict": ("top-k classes of images", add_predict, cmd_predict),
     "eval": ("top-1 / top-5 on a folder of images", add_eval, cmd_eval),

@@ -95,13 +95,9 @@ class MobileNet(nn.Module):
         for i, red in enumerate(nominal):
             if i + 1 == len(nominal) or nominal[i + 1] != red:
                 name = "stem" if i == 0 else f"blocks.{i - 1}"
-                self.feature_info.append(
-                    dict(num_chs=widths[i], reduction=reductions[i], module=name, index=i)
-                )
+                self.feature_info.append(dict(num_chs=widths[i], reduction=reductions[i], module=name, index=i))
         if max(out_indices, default=0) >= len(self.feature_info) or min(out_indices, default=0) < 0:
-            raise ValueError(
-                f"out_indices must lie in 0..{len(self.feature_info) - 1}, got {tuple(out_indices)}."
-            )
+            raise ValueError(f"out_indices must lie in 0..{len(self.feature_info) - 1}, got {tuple(out_indices)}.")
         self.features_only = features_only
         self.out_indices = tuple(out_indices)
         if features_only:

@@ -52,7 +52,7 @@ def eval_resize_crop(img: Image.Image, cfg: dict[str, Any]) -> Image.Image:
         cw, ch = round(W * crop_pct), round(H * crop_pct)
         left, top = (W - cw) // 2, (H - ch) // 2
         return img.crop((left, top, left + cw, top + ch)).resize((w, h), resample)
-    short = int(round(min(h, w) / crop_pct))
+    short = round(min(h, w) / crop_pct)
     scale = short / min(W, H)
     img = img.resize((max(w, round(W * scale)), max(h, round(H * scale))), resample)
     W, H = img.size

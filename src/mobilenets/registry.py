@@ -87,9 +87,7 @@ def build_model(name: str, **kwargs: Any) -> MobileNet:
     unknown = sorted(set(kwargs) - set(COMMON_OPTIONS) - set(entry.options))
     if unknown:
         allowed = ", ".join(COMMON_OPTIONS + entry.options)
-        raise TypeError(
-            f"{name}() got unexpected keyword argument(s) {', '.join(unknown)}; allowed: {allowed}."
-        )
+        raise TypeError(f"{name}() got unexpected keyword argument(s) {', '.join(unknown)}; allowed: {allowed}.")
     width_mult = kwargs.get("width_mult", 1.0)
     if not isinstance(width_mult, (int, float)) or width_mult <= 0:
         raise ValueError(f"width_mult must be a number > 0, got {width_mult!r}.")

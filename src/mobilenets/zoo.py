@@ -171,9 +171,7 @@ def render(rows: list[ZooRow], fmt: str = "table") -> str:
     if fmt != "table":
         raise ValueError(f"Unknown format {fmt!r}; use table, csv, json or markdown.")
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
-    return "\n".join(
-        "  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [header, *body]
-    )
+    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [header, *body])
 
 
 def plot(rows: list[ZooRow], path: str) -> None:

@@ -54,8 +54,7 @@ def fetch(url: str, filename: str | None = None) -> Path:
         torch.hub.download_url_to_file(url, str(path), progress=False)
     except Exception as exc:  # noqa: BLE001 - any network failure gets the same advice
         raise WeightsError(
-            f"Could not download {url} ({type(exc).__name__}); offline, fetch it elsewhere and "
-            f"put it at {path}."
+            f"Could not download {url} ({type(exc).__name__}); offline, fetch it elsewhere and put it at {path}."
         ) from None
     return path
 
@@ -108,9 +107,7 @@ def _torchvision_release(name: str) -> tuple[Path, dict[str, Any]]:
     import torchvision.models as tvm
 
     if name not in TORCHVISION_WEIGHTS:
-        raise WeightsError(
-            f"torchvision publishes no {name} weights; it has {', '.join(TORCHVISION_WEIGHTS)}."
-        )
+        raise WeightsError(f"torchvision publishes no {name} weights; it has {', '.join(TORCHVISION_WEIGHTS)}.")
     enum, tag = TORCHVISION_WEIGHTS[name]
     weights = getattr(getattr(tvm, enum), tag)
     tf = weights.transforms()

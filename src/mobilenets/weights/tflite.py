@@ -232,9 +232,7 @@ def _attach_fake_quant(model: nn.Module, graph: Graph) -> None:
             elif name.endswith("se.fc1"):
                 target = model.get_submodule(parent_name).act
             elif name == "pre_logits.0":
-                target, pending_act = (
-                    (layer, model.pre_logits[1]) if hswish_next else (model.pre_logits[1], None)
-                )
+                target, pending_act = (layer, model.pre_logits[1]) if hswish_next else (model.pre_logits[1], None)
             else:
                 target = layer
             target.register_forward_hook(hook)
