@@ -118,8 +118,56 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="end with a JSON line {top1, top5, n}")
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(
+        model=args.model, data=args.data, output=args.output, width_mult=args.width_mult,
+        pretrained=args.pretrained, epochs=args.epochs, batch_size=args.batch_size, img_size=args.img_size,
+        lr=args.lr, recipe=args.recipe, workers=args.workers, seed=args.seed, amp=args.amp,
+        small_input=args.small_input, strict_data=args.strict_data, resume=args.resume,
+        channels_last=args.channels_last, clip_grad=args.clip_grad, sync_bn=args.sync_bn,
+    )  # fmt: skip
+    result = train(cfg)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"best val top-1 {result['best_top1']:.2%} after {result['epochs']} epochs; "
+              f"outputs in {result['output']}")  # fmt: skip
+
+
+def add_train(p: argparse.ArgumentParser) -> None:
+    from .recipes import RECIPES
+
+    p.add_argument("--model", required=True, metavar="NAME")
+    p.add_argument("--width-mult", type=float, default=1.0)
+    p.add_argument("--pretrained", metavar="SRC", help="torchvision, timm, or a weights / .tflite file")
+    p.add_argument("--data", required=True, help="train/ + val/ folder, or digits, cifar10, cifar100")
+    p.add_argument("--output", required=True, metavar="DIR")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--img-size", type=int, default=None, help="default: 32 for digits/CIFAR, else 224")
+    p.add_argument("--lr", type=float, default=None, help="default: the recipe's")
+    p.add_argument(
+        "--recipe", choices=list(RECIPES), default=None, help="default: finetune with --pretrained, else short"
+    )
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
+    p.add_argument("--small-input", action="store_true", help="stem and first downsampling at stride 1")
+    p.add_argument("--strict-data", action="store_true", help="refuse to start if any image is unreadable")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/last.pt")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels_last memory format (default: on; faster on CPU and GPU)",
+    )
+    p.add_argument("--clip-grad", type=float, default=None, metavar="NORM")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]] = {
     "zoo": ("published configurations with our parameter and multiply-add counts", add_zoo, cmd_zoo),
+    "train": ("train or fine-tune on images (torchrun for many processes)", add_train, cmd_train),
     "predict": ("top-k classes of images", add_predict, cmd_predict),
     "eval": ("top-1 / top-5 on a folder of images", add_eval, cmd_eval),
     "demo": ("the main job, offline: train, evaluate and profile a small model", add_demo, cmd_demo),

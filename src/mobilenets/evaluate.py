@@ -7,13 +7,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .classes import imagenet_wnids
 from .inference import Classifier
-from .preprocess import IMAGE_EXTENSIONS, BadImageError, preprocess
+from .preprocess import IMAGE_EXTENSIONS, BadImageError, eval_resize_crop, preprocess, to_tensor
 
 
 class DataError(ValueError):
@@ -46,10 +48,17 @@ class EvalSet:
 def find_eval_set(data: str | Path, model_classes: list[str]) -> EvalSet:
     """Images and labels in the model's class indices.
 
-    ``data``: a folder with ``labels.csv`` (``file,label``) and ``images/``; or class subfolders
+    ``data``: ``digits``/``cifar10``/``cifar100`` (their validation split); a folder with ``labels.csv`` (``file,label``) and ``images/``; or class subfolders
     (``data/val`` or ``data/test`` first if present). Folder names map to the model's classes by
     name, by ImageNet wnid for 1000-class models, or else by sorted order when the counts agree.
     """
+    from .data import BUILTIN, load_train_data
+
+    if str(data) in BUILTIN:
+        val = load_train_data(str(data)).val
+        if len(val.classes) != len(model_classes):
+            raise DataError(f"{data} has {len(val.classes)} classes but the model has {len(model_classes)}.")
+        return EvalSet(val.samples, val.classes)
     root = Path(data)
     if not root.is_dir():
         raise DataError(f"Data folder {root} does not exist.")
@@ -95,6 +104,9 @@ class _Images(Dataset):
     def __getitem__(self, i: int):
         path, label = self.samples[i]
         try:
+            if isinstance(path, np.ndarray):
+                img = eval_resize_crop(Image.fromarray(path).convert("RGB"), self.cfg)
+                return to_tensor(img, self.cfg), label, ""
             return preprocess(path, self.cfg), label, ""
         except (BadImageError, FileNotFoundError):
             _, h, w = self.cfg["input_size"]

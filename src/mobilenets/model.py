@@ -96,7 +96,8 @@ class MobileNet(nn.Module):
             if i + 1 == len(nominal) or nominal[i + 1] != red:
                 name = "stem" if i == 0 else f"blocks.{i - 1}"
                 self.feature_info.append(dict(num_chs=widths[i], reduction=reductions[i], module=name, index=i))
-        if max(out_indices, default=0) >= len(self.feature_info) or min(out_indices, default=0) < 0:
+        bad_index = max(out_indices, default=0) >= len(self.feature_info) or min(out_indices, default=0) < 0
+        if features_only and bad_index:
             raise ValueError(f"out_indices must lie in 0..{len(self.feature_info) - 1}, got {tuple(out_indices)}.")
         self.features_only = features_only
         self.out_indices = tuple(out_indices)

@@ -64,6 +64,7 @@ COMMON_OPTIONS = (
     "out_indices",
     "output_stride",
     "padding",
+    "small_input",
 )
 
 
@@ -101,6 +102,8 @@ def build_model(name: str, **kwargs: Any) -> MobileNet:
             raise ValueError("dilated=True means output_stride=16; pass one or the other.")
         output_stride = 16
     spec = specs.with_in_chans(entry.resolve(width_mult=float(width_mult), **v3), in_chans)
+    if kwargs.get("small_input"):
+        spec = specs.for_small_input(spec)
     model = MobileNet(
         spec,
         num_classes=kwargs.get("num_classes", 1000),

@@ -217,3 +217,11 @@ def _stage_ids(outs: list[int]) -> list[int]:
 def with_in_chans(spec: NetSpec, in_chans: int) -> NetSpec:
     """The same network reading ``in_chans`` input channels."""
     return replace(spec, stem=replace(spec.stem, in_ch=in_chans))
+
+
+def for_small_input(spec: NetSpec) -> NetSpec:
+    """The usual adaptation to 32-pixel images (CIFAR): stem and first downsampling block at stride 1,
+    so the last feature map is 4x4 instead of 1x1."""
+    first = next(i for i, b in enumerate(spec.blocks) if b.stride == 2)
+    blocks = tuple(replace(b, stride=1) if i == first else b for i, b in enumerate(spec.blocks))
+    return replace(spec, stem=replace(spec.stem, stride=1), blocks=blocks)

@@ -1,0 +1,50 @@
+"""Atomic writes: a kill at any moment leaves either the old file or the new one, never a torn one."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync it, rename it over ``path``, fsync the
+    folder."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_save_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    atomic_write_bytes(path, save(tensors))
+
+
+def atomic_write_json(obj: Any, path: str | Path) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())

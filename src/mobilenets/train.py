@@ -1,0 +1,450 @@
+"""Training and fine-tuning, from one CPU to many GPUs (``torchrun`` + PyTorch DDP).
+
+Outputs in ``output``: ``last.pt`` (full resume state, ``torch.load(weights_only=True)``-safe),
+``best.safetensors`` + ``model.json`` (architecture, classes, preprocessing, metrics),
+``metrics.csv`` (one row per epoch) and ``curves.png``. Every file is written atomically, so a kill at
+any moment loses at most the epoch in progress, and ``resume=True`` then reproduces the uninterrupted
+run bit for bit (CPU, same seed).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import pickle
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from .checkpoint import atomic_save_safetensors, atomic_torch_save, atomic_write_bytes, atomic_write_json
+from .data import ImageDataset, TrainData, build_transforms, load_train_data
+from .evaluate import DataError
+from .inference import BEST, MODEL_JSON
+from .recipes import RECIPES, Recipe
+from .registry import build_model, model_entry
+
+AMP = ("none", "bf16", "fp16")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or go on; the message says why and what to do."""
+
+
+@dataclass
+class TrainConfig:
+    """The arguments of ``mobilenets train`` (see the README)."""
+
+    model: str
+    data: str
+    output: str
+    width_mult: float = 1.0
+    pretrained: str | None = None
+    epochs: int = 10
+    batch_size: int = 64
+    img_size: int | None = None
+    lr: float | None = None
+    recipe: str | None = None
+    workers: int = 2
+    seed: int = 0
+    amp: str = "none"
+    small_input: bool = False
+    strict_data: bool = False
+    resume: bool = False
+    channels_last: bool | None = None
+    clip_grad: float | None = None
+    sync_bn: bool = False
+    max_steps: int | None = None  # stop each epoch after this many steps (smoke tests)
+    extra_model_args: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        model_entry(self.model)
+        if self.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {self.epochs}.")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}.")
+        if self.img_size is not None and self.img_size < 16:
+            raise ValueError(f"--img-size must be >= 16, got {self.img_size}.")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"--lr must be a positive number, got {self.lr}.")
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise ValueError(f"Unknown recipe {self.recipe!r}; use one of {', '.join(RECIPES)}.")
+        if self.recipe == "finetune" and not self.pretrained:
+            raise ValueError("The finetune recipe needs --pretrained (torchvision, timm or a weights file).")
+        if self.amp not in AMP:
+            raise ValueError(f"--amp must be one of {', '.join(AMP)}, got {self.amp!r}.")
+        if self.amp == "fp16" and not torch.cuda.is_available():
+            raise ValueError("--amp fp16 needs a CUDA GPU; on CPU use --amp bf16.")
+        if self.workers < 0:
+            raise ValueError(f"--workers must be >= 0, got {self.workers}.")
+
+
+# --- distributed -----------------------------------------------------------------------------------
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Dist:
+    """Join the process group when started by ``torchrun`` (gloo on CPU, nccl on GPU)."""
+    cuda = torch.cuda.is_available()
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return Dist(device=torch.device("cuda" if cuda else "cpu"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    device = torch.device(f"cuda:{local}" if cuda else "cpu")
+    return Dist(dist.get_rank(), dist.get_world_size(), local, device)
+
+
+def _all_reduce(values: list[float], d: Dist) -> list[float]:
+    if d.world == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=d.device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+# --- state -----------------------------------------------------------------------------------------
+def rng_state() -> dict[str, Any]:
+    """Every RNG the run draws from, as tensors and plain values (``weights_only``-loadable)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                       "has_gauss": has_gauss, "gauss": gauss}}  # fmt: skip
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def read_resume_state(path: Path) -> dict[str, Any]:
+    """``last.pt`` without running any code from it; a refusal is one sentence."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise TrainingError(f"Refusing to resume from {path}: unpickling it would run code "
+                            f"({str(exc).splitlines()[0][:120]}).") from None  # fmt: skip
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise TrainingError(f"{path} is not a readable checkpoint ({type(exc).__name__}); "
+                            "remove it to start afresh.") from None  # fmt: skip
+
+
+# --- the run ---------------------------------------------------------------------------------------
+def _build(cfg: TrainConfig, recipe: Recipe, num_classes: int) -> nn.Module:
+    from . import create_model
+
+    kwargs: dict[str, Any] = dict(cfg.extra_model_args)
+    kwargs.setdefault("bn_momentum", recipe.bn_momentum)
+    if recipe.dropout is not None:
+        kwargs.setdefault("dropout", recipe.dropout)
+    if cfg.width_mult != 1.0:
+        kwargs["width_mult"] = cfg.width_mult
+    if cfg.small_input:
+        kwargs["small_input"] = True
+    if cfg.pretrained:
+        model = create_model(cfg.model, pretrained=cfg.pretrained, **kwargs)
+        model.reset_classifier(num_classes)
+        args = {**model.model_args, **kwargs}
+        args.pop("model_name", None)
+    else:
+        args = {**kwargs, "num_classes": num_classes}
+        model = build_model(cfg.model, **args)
+    args["num_classes"] = num_classes
+    model.model_args = args
+    return model
+
+
+def _param_groups(model: nn.Module, recipe: Recipe, lr: float) -> list[dict[str, Any]]:
+    """No weight decay on BN and biases; the backbone at ``backbone_lr_mult`` when fine-tuning."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    head = {id(p) for p in model.classifier.parameters()}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups.setdefault((p.ndim <= 1, id(p) in head), []).append(p)
+    return [{"params": ps, "weight_decay": 0.0 if no_wd else recipe.weight_decay,
+             "lr": lr * (1.0 if is_head else recipe.backbone_lr_mult)}
+            for (no_wd, is_head), ps in sorted(groups.items())]  # fmt: skip
+
+
+def _optimizer(params: list[dict[str, Any]], recipe: Recipe, lr: float) -> torch.optim.Optimizer:
+    if recipe.optimizer == "rmsprop":  # TF's RMSProp: decay 0.9, momentum 0.9, eps inside the sqrt ~ 1e-3
+        return torch.optim.RMSprop(params, lr=lr, alpha=0.9, momentum=recipe.momentum, eps=1e-3)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=recipe.momentum, nesterov=True)
+    return torch.optim.AdamW(params, lr=lr)
+
+
+def _accuracy(model: nn.Module, loader: DataLoader, d: Dist, amp_ctx: Any, channels_last: bool) -> tuple[float, float]:
+    model.eval()
+    top1 = top5 = n = 0.0
+    with torch.inference_mode():
+        for x, y in loader:
+            x, y = x.to(d.device), y.to(d.device)
+            if channels_last:
+                x = x.to(memory_format=torch.channels_last)
+            with amp_ctx():
+                logits = model(x).float()
+            pred = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            top1 += (pred[:, 0] == y).sum().item()
+            top5 += (pred == y[:, None]).any(1).sum().item()
+            n += len(y)
+    top1, top5, n = _all_reduce([top1, top5, n], d)
+    return top1 / max(n, 1), top5 / max(n, 1)
+
+
+def _plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(epochs, [r["train_loss"] for r in rows], "o-")
+    a.set(xlabel="epoch", ylabel="train loss", title="loss")
+    b.plot(epochs, [r["val_top1"] for r in rows], "o-", label="top-1")
+    b.plot(epochs, [r["val_top5"] for r in rows], "s--", label="top-5")
+    b.set(xlabel="epoch", ylabel="validation accuracy", title="accuracy", ylim=(0, 1))
+    b.legend()
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _write_metrics(rows: list[dict[str, Any]], path: Path) -> None:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, out.getvalue().encode())
+
+
+def _log(d: Dist, message: str) -> None:
+    if d.main:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _resolve_recipe(cfg: TrainConfig) -> Recipe:
+    if cfg.recipe:
+        return RECIPES[cfg.recipe]
+    return RECIPES["finetune" if cfg.pretrained else "short"]
+
+
+def _report_bad(data: TrainData, cfg: TrainConfig, d: Dist) -> list[str]:
+    bad = data.train.bad + data.val.bad
+    if bad and cfg.strict_data:
+        raise DataError(f"--strict-data: {len(bad)} unreadable image(s): {', '.join(bad[:10])}"
+                        f"{' ...' if len(bad) > 10 else ''}; remove or replace them.")  # fmt: skip
+    for path in bad:
+        _log(d, f"skipped unreadable image: {path}")
+    if bad:
+        _log(d, f"skipped {len(bad)} unreadable image(s)")
+    return bad
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run ``cfg``; returns the summary (best top-1, epochs, paths). See the module docstring."""
+    cfg.validate()
+    d = setup_distributed()
+    recipe = _resolve_recipe(cfg)
+    out = Path(cfg.output)
+    if d.main:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise TrainingError(f"Cannot write to --output {out} ({exc.strerror}); choose another folder.") from None
+    seed_everything(cfg.seed + d.rank)
+    data = load_train_data(cfg.data)
+    bad = _report_bad(data, cfg, d)
+    classes = data.train.classes
+    model = _build(cfg, recipe, len(classes))
+    size = cfg.img_size or (32 if data.small else model.pretrained_cfg["input_size"][1])
+    pcfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
+    if data.small:
+        pcfg.update(crop_pct=1.0, resize_mode="tf-slim", interpolation="bilinear")
+    model.pretrained_cfg = pcfg
+    arch = {"model": cfg.model, "model_args": model.model_args}
+
+    channels_last = True if cfg.channels_last is None else cfg.channels_last
+    model.to(d.device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if cfg.sync_bn and d.world > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    flip = data.name != "digits"
+    train_ds = ImageDataset(data.train, build_transforms(pcfg, data.small, recipe.augment, True, flip))
+    val_ds = ImageDataset(data.val, build_transforms(pcfg, data.small, recipe.augment, False))
+    sampler = (DistributedSampler(train_ds, d.world, d.rank, shuffle=True, seed=cfg.seed)
+               if d.world > 1 else None)  # fmt: skip
+    val_sampler = DistributedSampler(val_ds, d.world, d.rank, shuffle=False) if d.world > 1 else None
+    val_loader = DataLoader(val_ds, cfg.batch_size, sampler=val_sampler, num_workers=cfg.workers)
+    steps_per_epoch = math.ceil(len(train_ds) / (cfg.batch_size * d.world))
+    if cfg.max_steps:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps)
+
+    lr = cfg.lr or recipe.scaled_lr(cfg.batch_size * d.world)
+    optimizer = _optimizer(_param_groups(model, recipe, lr), recipe, lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: recipe.lr_factor(step, steps_per_epoch, cfg.epochs)
+    )
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+           if recipe.ema_decay else None)  # fmt: skip
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    amp_ctx = (lambda: torch.autocast(d.device.type, dtype=dtype)) if dtype else nullcontext
+    net = nn.parallel.DistributedDataParallel(model) if d.world > 1 else model
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    mix = None
+    if recipe.mixup or recipe.cutmix:
+        from torchvision.transforms import v2
+
+        mixers = [
+            m
+            for m, a in (
+                (v2.MixUp(alpha=recipe.mixup, num_classes=len(classes)), recipe.mixup),
+                (v2.CutMix(alpha=recipe.cutmix, num_classes=len(classes)), recipe.cutmix),
+            )
+            if a
+        ]
+        mix = v2.RandomChoice(mixers)
+
+    start, best, history = 0, -1.0, []
+    last = out / "last.pt"
+    if cfg.resume and last.is_file():
+        state = read_resume_state(last)
+        if state.get("arch") != arch:
+            raise TrainingError(f"{last} holds a {state.get('arch', {}).get('model')} "
+                                f"({state.get('arch', {}).get('model_args')}), but this run trains {cfg.model} "
+                                f"({model.model_args}); use the same options or another --output.")  # fmt: skip
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        set_rng_state(state["rng"])
+        start, best, history = state["epoch"] + 1, state["best_top1"], state["history"]
+        _log(d, f"resumed from {last} after epoch {state['epoch'] + 1}")
+    elif cfg.resume:
+        _log(d, f"--resume: no {last} yet, starting from scratch")
+
+    interactive = sys.stderr.isatty()
+    for epoch in range(start, cfg.epochs):
+        net.train()
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        loader = DataLoader(train_ds, cfg.batch_size, sampler=sampler or RandomSampler(train_ds, generator=gen),
+                            num_workers=cfg.workers, generator=gen, drop_last=len(train_ds) > cfg.batch_size,
+                            persistent_workers=False)  # fmt: skip
+        t0, seen, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                   disable=not (interactive and d.main), leave=False)  # fmt: skip
+        for x, y in loader:
+            x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
+            if channels_last:
+                x = x.to(memory_format=torch.channels_last)
+            target = y
+            if mix is not None:
+                x, target = mix(x, y)
+            with amp_ctx():
+                loss = criterion(net(x).float(), target)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"The loss became {loss.item()} at epoch {epoch + 1}, step {steps + 1}; "
+                                    f"stopped, the last good checkpoint is kept in {out}. Lower --lr "
+                                    f"(now {lr:g}) or use --amp none.")  # fmt: skip
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.clip_grad:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            steps, seen, loss_sum = steps + 1, seen + len(y), loss_sum + loss.item() * len(y)
+            rate = seen * d.world / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", img_s=f"{rate:.0f}")
+            bar.update()
+            if steps >= steps_per_epoch:
+                break
+        bar.close()
+        elapsed = time.perf_counter() - t0
+        loss_sum, seen = _all_reduce([loss_sum, seen], d)
+        eval_model = ema.module if ema is not None else model
+        top1, top5 = _accuracy(eval_model, val_loader, d, amp_ctx, channels_last)
+        row = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(seen, 1), 6), "val_top1": round(top1, 6),
+               "val_top5": round(top5, 6), "lr": optimizer.param_groups[-1]["lr"],
+               "images_per_s": round(seen / elapsed, 1)}  # fmt: skip
+        history.append(row)
+        _log(d, f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f}, val top-1 {top1:.2%}, "
+                f"top-5 {top5:.2%}, {row['images_per_s']:.0f} images/s")  # fmt: skip
+        if d.main:
+            if top1 > best:
+                best = top1
+                atomic_save_safetensors(eval_model.state_dict(), out / BEST)
+                meta = {**arch, "class_names": classes, "pretrained_cfg": pcfg,
+                        "metrics": {"val_top1": top1, "val_top5": top5, "epoch": epoch + 1},
+                        "data": cfg.data, "recipe": asdict(recipe), "skipped_images": bad}  # fmt: skip
+                atomic_write_json(meta, out / MODEL_JSON)
+            _write_metrics(history, out / "metrics.csv")
+            _plot_curves(history, out / "curves.png")
+            atomic_torch_save({
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None, "rng": rng_state(), "epoch": epoch,
+                "best_top1": best, "history": history, "arch": arch,
+            }, last)  # fmt: skip
+    if d.world > 1:
+        dist.barrier()
+    return {"best_top1": best, "epochs": cfg.epochs, "output": str(out), "history": history,
+            "skipped": bad, "model": model, "recipe": recipe.name}  # fmt: skip
