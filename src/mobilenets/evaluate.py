@@ -48,7 +48,8 @@ class EvalSet:
 def find_eval_set(data: str | Path, model_classes: list[str]) -> EvalSet:
     """Images and labels in the model's class indices.
 
-    ``data``: ``digits``/``cifar10``/``cifar100`` (their validation split); a folder with ``labels.csv`` (``file,label``) and ``images/``; or class subfolders
+    ``data``: ``digits``/``cifar10``/``cifar100`` (their validation split); a folder with
+    ``labels.csv`` (``file,label``) and ``images/``; or class subfolders
     (``data/val`` or ``data/test`` first if present). Folder names map to the model's classes by
     name, by ImageNet wnid for 1000-class models, or else by sorted order when the counts agree.
     """
