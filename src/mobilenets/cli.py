@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from .evaluate import DataError
     from .preprocess import BadImageError
+    from .train import TrainingError
     from .weights.hub import WeightsError
 
     args = build_parser().parse_args(argv)
@@ -194,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.run(args)
     except (
         UserError,
+        TrainingError,
         WeightsError,
         DataError,
         BadImageError,

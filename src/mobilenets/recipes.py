@@ -34,6 +34,7 @@ class Recipe:
     mixup: float = 0.0
     cutmix: float = 0.0
     backbone_lr_mult: float = 1.0
+    freeze_bn: bool = False  # keep BN statistics fixed (pretrained weights, e.g. TFLite's folded BN)
 
     def scaled_lr(self, batch_size: int) -> float:
         return self.lr * batch_size / self.lr_batch if self.lr_batch else self.lr
@@ -66,7 +67,8 @@ RECIPES: dict[str, Recipe] = {
                "label smoothing; BN momentum 0.1 so that short runs evaluate well",
                "adamw", 3e-3, 0, 0.05, "cosine", warmup_epochs=1, label_smoothing=0.1),
         Recipe("finetune", "fine-tuning a pretrained backbone with a new head: AdamW, backbone at 0.1x lr, "
-               "cosine with warm-up", "adamw", 1e-3, 0, 1e-4, "cosine", warmup_epochs=1,
-               label_smoothing=0.1, backbone_lr_mult=0.1),
+               "cosine with warm-up, BN statistics frozen (small fine-tuning sets estimate them badly, and "
+               "Google's TFLite weights carry BN folded into the convolutions)", "adamw", 1e-3, 0, 1e-4, "cosine", warmup_epochs=1,
+               label_smoothing=0.1, backbone_lr_mult=0.1, freeze_bn=True),
     )
 }  # fmt: skip

@@ -88,6 +88,8 @@ class TrainConfig:
             raise ValueError(f"--amp must be one of {', '.join(AMP)}, got {self.amp!r}.")
         if self.amp == "fp16" and not torch.cuda.is_available():
             raise ValueError("--amp fp16 needs a CUDA GPU; on CPU use --amp bf16.")
+        if self.sync_bn and not torch.cuda.is_available():
+            raise ValueError("--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm runs on GPU only).")
         if self.workers < 0:
             raise ValueError(f"--workers must be >= 0, got {self.workers}.")
 
@@ -379,6 +381,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     interactive = sys.stderr.isatty()
     for epoch in range(start, cfg.epochs):
         net.train()
+        if recipe.freeze_bn:
+            for m in model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         if sampler is not None:
             sampler.set_epoch(epoch)

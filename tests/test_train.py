@@ -1,0 +1,254 @@
+"""Training: outputs, bad data, exact resume after SIGKILL, refusals, DDP with 2 CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from mobilenets.cli import main
+from mobilenets.recipes import RECIPES
+from mobilenets.train import TrainConfig, TrainingError, train
+
+TINY = ["--model", "mobilenet_v3_small", "--width-mult", "0.5", "--img-size", "32", "--batch-size", "8",
+        "--workers", "0"]  # fmt: skip
+
+
+def _image_folder(root: Path, per_class: int = 10, bad: bool = False) -> Path:
+    """Two real-looking classes (red-ish and blue-ish noisy squares) in train/ and val/."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c, name in enumerate(("blue", "red")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                arr = rng.integers(0, 90, (40, 40, 3), dtype=np.uint8)
+                arr[..., 2 - 2 * c] += 150
+                Image.fromarray(arr).save(folder / f"{i}.png")
+    if bad:
+        (root / "train" / "red" / "empty.jpg").write_bytes(b"")
+        (root / "train" / "red" / "text.png").write_text("not an image")
+        good = (root / "train" / "blue" / "0.png").read_bytes()
+        (root / "train" / "blue" / "cut.png").write_bytes(good[: len(good) // 2])
+    return root
+
+
+def _run(*args: str) -> int:
+    return main(["train", *TINY, *args])
+
+
+def test_outputs_and_bad_images(tmp_path, capsys):
+    data, out = _image_folder(tmp_path / "data", bad=True), tmp_path / "out"
+    assert _run("--data", str(data), "--output", str(out), "--epochs", "2") == 0
+    err = capsys.readouterr().err
+    assert "skipped 3 unreadable image(s)" in err and "empty.jpg" in err and "cut.png" in err
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "ema", "scaler", "rng", "epoch"} <= set(state)
+    assert state["epoch"] == 1
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["class_names"] == ["blue", "red"] and meta["model"] == "mobilenet_v3_small"
+    assert meta["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    assert set(load_file(out / "best.safetensors")) == set(state["model"])
+    lines = (out / "metrics.csv").read_text().splitlines()
+    assert lines[0] == "epoch,train_loss,val_top1,val_top5,lr,images_per_s" and len(lines) == 3
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["eval", "--checkpoint", str(out), "--data", str(data), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["n"] == 20
+    assert main(["predict", str(data / "val" / "red" / "0.png"), "--checkpoint", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["top"][0]["name"] in ("blue", "red")
+
+
+def test_strict_data_and_folder_mistakes(tmp_path, capsys):
+    data = _image_folder(tmp_path / "data", per_class=2, bad=True)
+    assert _run("--data", str(data), "--output", str(tmp_path / "o"), "--strict-data") == 2
+    err = capsys.readouterr().err
+    assert "--strict-data: 3 unreadable image(s)" in err and "empty.jpg" in err
+    assert not (tmp_path / "o" / "last.pt").exists()
+    (data / "val" / "green").mkdir()
+    assert _run("--data", str(data), "--output", str(tmp_path / "o")) == 2
+    err = capsys.readouterr().err
+    assert "no images" in err and "green" in err
+    (data / "val" / "green" / "1.png").write_bytes((data / "val" / "red" / "0.png").read_bytes())
+    assert _run("--data", str(data), "--output", str(tmp_path / "o")) == 2
+    assert "extra ['green']" in capsys.readouterr().err
+    assert _run("--data", str(tmp_path / "nope"), "--output", str(tmp_path / "o")) == 2
+    assert "neither a folder nor one of digits" in capsys.readouterr().err
+
+
+def test_odd_images_are_converted(tmp_path):
+    from mobilenets.preprocess import load_rgb
+
+    Image.new("CMYK", (5, 5), (0, 255, 0, 0)).save(tmp_path / "cmyk.jpg")
+    Image.new("RGBA", (5, 5), (255, 0, 0, 0)).save(tmp_path / "rgba.png")
+    Image.fromarray(np.full((4, 4), 40000, np.uint16)).save(tmp_path / "grey16.png")
+    Image.new("RGB", (1, 1), (1, 2, 3)).save(tmp_path / "one.png")
+    for name in ("cmyk.jpg", "rgba.png", "grey16.png", "one.png"):
+        assert load_rgb(tmp_path / name).mode == "RGB"
+    assert load_rgb(tmp_path / "rgba.png").getpixel((0, 0)) == (255, 255, 255)  # transparent on white
+
+
+def _final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / "last.pt", weights_only=True)["model"]
+
+
+def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
+    data = _image_folder(tmp_path / "data", per_class=12)
+    args = [*TINY, "--data", str(data), "--epochs", "4", "--seed", "3"]
+    ref = tmp_path / "ref"
+    assert main(["train", *args, "--output", str(ref)]) == 0
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "mobilenets", "train", *args, "--output", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # somewhere inside epoch 2 (or its save)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] < 3
+    assert main(["train", *args, "--output", str(out), "--resume"]) == 0
+    a, b = _final_weights(ref), _final_weights(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (ref / "metrics.csv").read_text().splitlines()[-1].split(",")[:4] == \
+        (out / "metrics.csv").read_text().splitlines()[-1].split(",")[:4]  # fmt: skip
+
+
+def test_resume_refuses_other_architecture_and_pickles(tmp_path, capsys):
+    data = _image_folder(tmp_path / "data", per_class=2)
+    out = tmp_path / "out"
+    assert _run("--data", str(data), "--output", str(out), "--epochs", "1") == 0
+    assert main(["train", "--model", "mobilenet_v2", "--img-size", "32", "--workers", "0", "--data", str(data),
+                 "--output", str(out), "--resume"]) == 2  # fmt: skip
+    assert "holds a mobilenet_v3_small" in capsys.readouterr().err
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    with (out / "last.pt").open("wb") as f:
+        pickle.dump({"model": Evil()}, f)
+    assert _run("--data", str(data), "--output", str(out), "--resume") == 2
+    assert "Refusing to resume" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    data = _image_folder(tmp_path / "data", per_class=8)
+    out = tmp_path / "out"
+    calls, forward = [0], torch.nn.CrossEntropyLoss.forward
+
+    def diverging(self, logits, target):  # fine for epoch 1 (2 steps), NaN from epoch 2 on
+        calls[0] += 1
+        loss = forward(self, logits, target)
+        return loss * float("nan") if calls[0] > 2 else loss
+
+    monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", diverging)
+    cfg = TrainConfig(model="mobilenet_v3_small", data=str(data), output=str(out), epochs=3, batch_size=8,
+                      img_size=32, workers=0)  # fmt: skip
+    with pytest.raises(TrainingError, match="The loss became nan at epoch 2.*last good checkpoint"):
+        train(cfg)
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 0
+
+
+def test_recipes_follow_their_sources():
+    v2 = RECIPES["paper-v1v2"]
+    assert (v2.optimizer, v2.lr, v2.weight_decay, v2.gamma) == ("rmsprop", 0.045, 4e-5, 0.98)
+    assert v2.lr_factor(10 * 100, 100, 50) == pytest.approx(0.98**10)
+    v3 = RECIPES["paper-v3"]
+    assert v3.scaled_lr(4096) == 0.1 and v3.scaled_lr(1024) == 0.025 and v3.ema_decay == 0.9999
+    assert v3.lr_factor(6 * 10, 10, 30) == pytest.approx(0.99**2)
+    short = RECIPES["short"]
+    assert short.lr_factor(0, 10, 10) < 0.2 and short.lr_factor(99, 10, 10) < 0.01
+
+
+def test_cifar_in_its_own_format(tmp_path, monkeypatch):
+    """CIFAR-10 read from files written in CIFAR's python format; offline, the error says what to fetch."""
+    from mobilenets.data import load_train_data
+
+    monkeypatch.setenv("MOBILENETS_DATA", str(tmp_path))
+    import torchvision.datasets as tvd
+
+    def offline(*_a, **_k):
+        raise OSError("no network")
+
+    monkeypatch.setattr(tvd.CIFAR10, "download", offline)
+    with pytest.raises(ValueError, match="could not be downloaded.*cifar-10-python.tar.gz"):
+        load_train_data("cifar10")
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with (base / name).open("wb") as f:
+            pickle.dump({b"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 9]}, f)
+    with (base / "batches.meta").open("wb") as f:
+        pickle.dump({b"label_names": [b"airplane", b"automobile", *[b"x"] * 7, b"truck"]}, f)
+    data = load_train_data("cifar10")
+    assert len(data.train.samples) == 20 and len(data.val.samples) == 4
+    assert data.train.classes[9] == "truck" and data.train.samples[3][1] == 9
+    assert data.train.samples[0][0].shape == (32, 32, 3)
+
+
+def test_torchrun_ddp_two_cpu_processes(tmp_path):
+    data = _image_folder(tmp_path / "data", per_class=8)
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29517",
+        "-m",
+        "mobilenets",
+        "train",
+        *TINY,
+        "--data",
+        str(data),
+        "--output",
+        str(out),
+        "--epochs",
+        "2",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("best val top-1") == 1  # only rank 0 prints the summary
+    assert proc.stderr.count("epoch 2/2:") == 1
+    assert len((out / "metrics.csv").read_text().splitlines()) == 3
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in state["model"])
+
+
+def test_bad_arguments_are_one_sentence(tmp_path, capsys):
+    for args, message in ((["--epochs", "0"], "--epochs must be >= 1"),
+                          (["--amp", "fp16"], "needs a CUDA GPU"),
+                          (["--sync-bn"], "needs CUDA GPUs"),
+                          (["--recipe", "finetune"], "needs --pretrained")):  # fmt: skip
+        if ("fp16" in args or "--sync-bn" in args) and torch.cuda.is_available():
+            continue
+        assert _run("--data", "digits", "--output", str(tmp_path / "o"), *args) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_training_api_learns_real_digits(tmp_path):
+    result = train(TrainConfig(model="mobilenet_v3_small", data="digits", output=str(tmp_path), epochs=3,
+                               img_size=32, workers=0))  # fmt: skip
+    assert result["best_top1"] > 0.5  # 10 classes: chance is 0.1
+
+
+def test_unwritable_output(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(TrainingError, match="Cannot write to --output"):
+        train(TrainConfig(model="mobilenet_v3_small", data="digits", output=str(blocker / "sub")))
