@@ -68,7 +68,7 @@ RECIPES: dict[str, Recipe] = {
                "adamw", 3e-3, 0, 0.05, "cosine", warmup_epochs=1, label_smoothing=0.1),
         Recipe("finetune", "fine-tuning a pretrained backbone with a new head: AdamW, backbone at 0.1x lr, "
                "cosine with warm-up, BN statistics frozen (small fine-tuning sets estimate them badly, and "
-               "Google's TFLite weights carry BN folded into the convolutions)", "adamw", 1e-3, 0, 1e-4, "cosine", warmup_epochs=1,
-               label_smoothing=0.1, backbone_lr_mult=0.1, freeze_bn=True),
+               "Google's TFLite weights carry BN folded into the convolutions)",
+               "adamw", 1e-3, 0, 1e-4, "cosine", warmup_epochs=1, label_smoothing=0.1, backbone_lr_mult=0.1, freeze_bn=True),
     )
 }  # fmt: skip
