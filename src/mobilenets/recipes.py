@@ -69,6 +69,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe("finetune", "fine-tuning a pretrained backbone with a new head: AdamW, backbone at 0.1x lr, "
                "cosine with warm-up, BN statistics frozen (small fine-tuning sets estimate them badly, and "
                "Google's TFLite weights carry BN folded into the convolutions)",
-               "adamw", 1e-3, 0, 1e-4, "cosine", warmup_epochs=1, label_smoothing=0.1, backbone_lr_mult=0.1, freeze_bn=True),
+               "adamw", 1e-3, 0, 1e-4, "cosine", warmup_epochs=1, label_smoothing=0.1,
+               backbone_lr_mult=0.1, freeze_bn=True),
     )
 }  # fmt: skip
