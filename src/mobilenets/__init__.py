@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from .deploy import deploy, export, fuse
 from .layers import make_divisible
 from .profile import Profile, profile
 from .registry import build_model, list_models
 from .weights import convert_state_dict, load_pretrained
+from .weights.tflite import load_tflite
 
 __version__ = "0.1.0"
 
@@ -37,7 +39,11 @@ __all__ = [
     "__version__",
     "convert_state_dict",
     "create_model",
+    "deploy",
+    "export",
+    "fuse",
     "list_models",
+    "load_tflite",
     "make_divisible",
     "profile",
 ]

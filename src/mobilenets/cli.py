@@ -165,11 +165,116 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
 
 
+def _split_ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise UserError(f"{flag} takes comma-separated integers, got {text!r}.") from None
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    import json
+
+    from .deploy.export import export
+    from .deploy.quantize import export_int8
+
+    if args.weights and args.weights.endswith(".onnx"):
+        raise UserError("--weights is already an ONNX file; export from a checkpoint, weights or --model.")
+    if args.calib and not args.int8:
+        raise UserError("--calib goes with --int8.")
+    if args.int8 and (args.format != "onnx" or not args.calib):
+        raise UserError("--int8 writes an ONNX model and needs --calib DIR (images to calibrate on).")
+    model = _classifier(args).model
+    if args.int8:
+        report = export_int8(model, args.output, args.calib, args.img_size, args.calib_size)
+    else:
+        report = export(model, args.output, args.format, args.img_size)
+    print(json.dumps(report))
+
+
+def add_export(p: argparse.ArgumentParser) -> None:
+    add_model_source(p)
+    p.add_argument("--format", choices=["onnx", "torchscript", "pt2"], default="onnx")
+    p.add_argument("--output", required=True, metavar="PATH")
+    p.add_argument("--img-size", type=int, default=None, help="default: the weights' input size")
+    p.add_argument("--int8", action="store_true", help="int8 QDQ ONNX (ONNX Runtime and OpenVINO run it)")
+    p.add_argument("--calib", metavar="DIR", help="calibration images (searched recursively)")
+    p.add_argument("--calib-size", type=int, default=128, metavar="N")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    import csv
+    import json
+    from dataclasses import asdict
+
+    from .deploy.bench import bench, plot_latency, render_rows
+    from .registry import model_entry
+
+    for name in args.model:
+        model_entry(name)
+    if args.threads < 1:
+        raise UserError("--threads must be at least 1.")
+    rows = bench(args.model, [b for b in args.backends.split(",") if b], _split_ints(args.batch_sizes, "--batch-sizes"),
+                 args.threads, args.img_size, args.repeats, args.calib)  # fmt: skip
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows]))
+    else:
+        print(render_rows(rows))
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
+            writer.writeheader()
+            writer.writerows(asdict(r) for r in rows)
+    if args.plot:
+        plot_latency(rows, args.plot)
+
+
+def add_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", nargs="+", default=["mobilenet_v3_large"], metavar="NAME")
+    p.add_argument("--backends", default="eager,fused,onnxruntime,openvino,int8")
+    p.add_argument("--batch-sizes", default="1,32")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--calib", metavar="DIR", help="int8 calibration images (default: random inputs; latency only)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--csv", metavar="FILE")
+    p.add_argument("--plot", metavar="FILE.png")
+
+
+def cmd_select(args: argparse.Namespace) -> None:
+    from .deploy.bench import select
+
+    rows = select(args.budget_ms, args.backend, args.precision, args.threads, args.repeats)
+    fits = [r for r in rows if r.fits]
+    print(
+        f"{len(fits)} of {len(rows)} published MobileNets run within {args.budget_ms:g} ms here "
+        f"({args.backend if args.precision == 'fp32' else 'int8'}, {args.threads} threads, batch 1):"
+    )
+    print(f"{'config':<22} {'top-1':>6} {'latency ms':>10} {'MAdds (M)':>9}")
+    for r in fits:
+        print(f"{r.config:<22} {r.published_top1:>6.1f} {r.median_ms:>10.2f} {r.macs_m:>9g}")
+    if not fits:
+        r = rows[0]
+        print(f"none; the fastest is {r.config} at {r.median_ms:.2f} ms")
+
+
+def add_select(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--budget-ms", type=float, required=True)
+    p.add_argument("--backend", default="onnxruntime", choices=["eager", "fused", "compile", "onnxruntime", "openvino"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=10)
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]] = {
     "zoo": ("published configurations with our parameter and multiply-add counts", add_zoo, cmd_zoo),
     "train": ("train or fine-tune on images (torchrun for many processes)", add_train, cmd_train),
     "predict": ("top-k classes of images", add_predict, cmd_predict),
     "eval": ("top-1 / top-5 on a folder of images", add_eval, cmd_eval),
+    "export": ("export to ONNX (optionally int8), TorchScript or PT2", add_export, cmd_export),
+    "bench": ("latency per backend on this device, torchvision as the baseline", add_bench, cmd_bench),
+    "select": ("which MobileNets fit a latency budget on this device", add_select, cmd_select),
     "demo": ("the main job, offline: train, evaluate and profile a small model", add_demo, cmd_demo),
 }
 
@@ -185,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .deploy.export import ExportError
     from .evaluate import DataError
     from .preprocess import BadImageError
     from .train import TrainingError
@@ -196,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (
         UserError,
         TrainingError,
+        ExportError,
         WeightsError,
         DataError,
         BadImageError,

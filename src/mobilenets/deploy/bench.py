@@ -1,0 +1,159 @@
+"""``mobilenets bench`` and ``mobilenets select``: latency per backend on this device, baseline in the same run."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..registry import build_model
+from ..zoo import PUBLISHED, Published
+from .runtime import BACKENDS, available, build_runner, measure_ms
+
+TORCHVISION = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
+
+
+@dataclass
+class BenchRow:
+    model: str
+    backend: str
+    batch: int
+    median_ms: float
+    p90_ms: float
+    images_per_s: float
+    vs_torchvision_eager: float | None
+    published_top1: float | None
+
+
+def published_top1(model: str, width: float = 1.0, resolution: int = 224, minimalistic: bool = False) -> float | None:
+    """The best-sourced published top-1 for a configuration (papers first, then TF-slim)."""
+    for pub in PUBLISHED:
+        if (pub.model, pub.width_mult, pub.resolution, pub.minimalistic) == (model, width, resolution, minimalistic):
+            return pub.top1
+    return None
+
+
+def _stats(times: list[float], batch: int) -> tuple[float, float, float]:
+    median = statistics.median(times)
+    p90 = float(np.percentile(times, 90))
+    return median, p90, batch * 1e3 / median
+
+
+def bench(models: list[str], backends: list[str], batch_sizes: list[int], threads: int = 2,
+          img_size: int = 224, repeats: int = 20, calib: Any = None) -> list[BenchRow]:  # fmt: skip
+    """Median / p90 latency and images/s per (model, backend, batch), torchvision's eager model measured
+    in the same run as the baseline (``vs_torchvision_eager`` = our latency / its latency)."""
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise ValueError(f"Unknown backend(s) {', '.join(unknown)}; use {', '.join(BACKENDS)}.")
+    missing = [b for b in backends if not available(b)]
+    if missing:
+        raise ValueError(f"Backend(s) {', '.join(missing)} not installed (pip install openvino onnxruntime).")
+    if any(b < 1 for b in batch_sizes):
+        raise ValueError("--batch-sizes must be positive integers.")
+    torch.set_num_threads(threads)
+    rows: list[BenchRow] = []
+    for name in models:
+        model = build_model(name).eval()
+        cache: dict[str, bytes] = {}
+        runners = {b: build_runner(model, b, threads, cache, calib if calib is not None else
+                                   torch.randn(16, 3, img_size, img_size), img_size) for b in backends}  # fmt: skip
+        if name in TORCHVISION:
+            import torchvision
+
+            ref = getattr(torchvision.models, name)().eval()
+            from .runtime import _torch_runner
+
+            runners = {"torchvision eager": _torch_runner(ref, False), **runners}
+        for batch in batch_sizes:
+            x = np.random.default_rng(0).standard_normal((batch, 3, img_size, img_size), dtype=np.float32)
+            base = None
+            for backend, run in runners.items():
+                median, p90, ips = _stats(measure_ms(run, x, repeats), batch)
+                if backend == "torchvision eager":
+                    base = median
+                rows.append(BenchRow(name, backend, batch, round(median, 3), round(p90, 3), round(ips, 1),
+                                     round(median / base, 3) if base else None, published_top1(name)))  # fmt: skip
+    return rows
+
+
+def render_rows(rows: list[Any]) -> str:
+    dicts = [asdict(r) for r in rows]
+    keys = list(dicts[0])
+    body = [[("" if d[k] is None else str(d[k])) for k in keys] for d in dicts]
+    widths = [max(len(x) for x in col) for col in zip(keys, *body)]
+    return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip() for line in [keys, *body])
+
+
+def plot_latency(rows: list[BenchRow], path: str) -> None:
+    """Latency (batch 1) against published top-1: the papers' trade-off, on this device."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for backend in sorted({r.backend for r in rows}):
+        pts = [(r.median_ms, r.published_top1, r.model) for r in rows
+               if r.backend == backend and r.batch == min(x.batch for x in rows) and r.published_top1]  # fmt: skip
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", label=backend)
+            for ms, top1, model in pts:
+                ax.annotate(model.replace("mobilenet_", ""), (ms, top1), fontsize=7)
+    ax.set(xlabel="latency (ms, this device)", ylabel="published ImageNet top-1 (%)", xscale="log",
+           title="MobileNets: accuracy vs latency")  # fmt: skip
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@dataclass
+class SelectRow:
+    config: str
+    published_top1: float
+    median_ms: float
+    macs_m: float
+    fits: bool
+
+
+def _grid() -> list[Published]:
+    seen, grid = set(), []
+    for pub in PUBLISHED:
+        key = (pub.model, pub.width_mult, pub.resolution, pub.minimalistic)
+        if key not in seen:
+            seen.add(key)
+            grid.append(pub)
+    return grid
+
+
+def select(budget_ms: float, backend: str = "onnxruntime", precision: str = "fp32", threads: int = 2,
+           repeats: int = 10) -> list[SelectRow]:  # fmt: skip
+    """Measure every published configuration here; those within ``budget_ms`` (batch 1) first, best
+    published top-1 first, then the rest by latency."""
+    if not budget_ms > 0:
+        raise ValueError(f"--budget-ms must be positive, got {budget_ms}.")
+    if precision not in ("fp32", "int8"):
+        raise ValueError(f"--precision must be fp32 or int8, got {precision!r}.")
+    backend = "int8" if precision == "int8" else backend
+    if backend not in BACKENDS or not available(backend):
+        raise ValueError(f"Backend {backend!r} is not available; use one of {', '.join(BACKENDS)}.")
+    torch.set_num_threads(threads)
+    rows = []
+    for pub in tqdm(_grid(), desc="measuring", disable=not sys.stderr.isatty()):
+        kwargs = {"minimalistic": True} if pub.minimalistic else {}
+        model = build_model(pub.model, width_mult=pub.width_mult, **kwargs).eval()
+        size = pub.resolution
+        run = build_runner(model, backend, threads, {}, torch.randn(8, 3, size, size), size)
+        x = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
+        median = statistics.median(measure_ms(run, x, repeats))
+        rows.append(SelectRow(pub.label, pub.top1, round(median, 3), pub.macs_m, median <= budget_ms))
+    fits = sorted((r for r in rows if r.fits), key=lambda r: -r.published_top1)
+    rest = sorted((r for r in rows if not r.fits), key=lambda r: r.median_ms)
+    return fits + rest

@@ -1,0 +1,131 @@
+"""Export to ONNX (checked against ONNX Runtime), TorchScript or a PT2 archive; atomically."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import warnings
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint import atomic_write_bytes
+
+FORMATS = ("onnx", "torchscript", "pt2")
+OPSET = 18
+
+
+class ExportError(ValueError):
+    """An export that cannot be done as asked; nothing was written."""
+
+
+def model_metadata(model: nn.Module, class_names: list[str] | None = None) -> dict[str, Any]:
+    """What travels inside an export: architecture, preprocessing and class names."""
+    from ..inference import _names_for
+
+    return {
+        "model": getattr(model, "model_name", None),
+        "model_args": getattr(model, "model_args", {}),
+        "pretrained_cfg": getattr(model, "pretrained_cfg", {}),
+        "class_names": _names_for(getattr(model, "num_classes", 0), class_names or getattr(model, "class_names", None)),
+    }
+
+
+def _check_exportable(model: nn.Module, img_size: int) -> None:
+    if getattr(model, "features_only", False):
+        raise ExportError("Export needs a classifier; this model was built with features_only=True.")
+    if img_size < 32:
+        raise ExportError(f"--img-size must be at least 32 for export, got {img_size}.")
+
+
+def _onnx_bytes(model: nn.Module, x: torch.Tensor) -> bytes:
+    """The ONNX model (opset 18, dynamic batch, BN folded, HardSwish/HardSigmoid native).
+
+    PyTorch's TorchScript-based exporter first: it writes the same graph as the dynamo exporter for
+    these models in a tenth of the time (3 s vs 26 s for V3-Large here); the dynamo exporter if it fails.
+    """
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = os.path.join(tmp, "model.onnx")
+        names = dict(input_names=["input"], output_names=["logits"], opset_version=OPSET)
+        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+            try:
+                torch.onnx.export(model, (x,), path, dynamo=False, dynamic_axes={"input": {0: "batch"}}, **names)
+            except Exception:  # noqa: BLE001 - fall back to the other exporter
+                torch.onnx.export(model, (x,), path, dynamo=True, dynamic_shapes={"x": {0: "batch"}},
+                                  external_data=False, **names)  # fmt: skip
+        return Path(path).read_bytes()
+
+
+def _add_metadata(data: bytes, meta: dict[str, Any]) -> bytes:
+    import onnx
+
+    proto = onnx.load_from_string(data)
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "mobilenets", json.dumps(meta)
+    return proto.SerializeToString()
+
+
+def check_onnx(data: bytes, model: nn.Module, x: torch.Tensor, atol: float = 1e-4) -> float:
+    """Max |diff| between ONNX Runtime and ``model`` on ``x`` (and a batch of 2); raises above ``atol``."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for batch in (x, torch.cat([x, x.flip(0) * 0.5])):
+        with torch.inference_mode():
+            ref = model(batch).numpy()
+        got = session.run(None, {"input": batch.numpy()})[0]
+        worst = max(worst, float(np.abs(got - ref).max()))
+    if worst > atol:
+        raise ExportError(f"ONNX Runtime's outputs differ from PyTorch's by {worst:.2e} (> {atol}); not written.")
+    return worst
+
+
+def export(
+    model: nn.Module,
+    path: str | os.PathLike,
+    format: str = "onnx",
+    img_size: int | None = None,
+    class_names: list[str] | None = None,
+) -> dict[str, Any]:
+    """Write ``model`` to ``path`` as ONNX (checked in ONNX Runtime, max |diff| <= 1e-4), TorchScript or
+    PT2. The input is NCHW float, normalized as ``model.pretrained_cfg`` says; ONNX carries that, the
+    class names and the architecture in its ``mobilenets`` metadata entry. Returns a report."""
+    if format not in FORMATS:
+        raise ExportError(f"Unknown export format {format!r}; use one of {', '.join(FORMATS)}.")
+    path = Path(path)
+    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        raise ExportError(f"Cannot write {path}: {path.parent} is not a writable folder.")
+    size = img_size or getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224, 224))[1]
+    _check_exportable(model, size)
+    model = model.eval()
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    meta = model_metadata(model, class_names)
+    meta["pretrained_cfg"] = {**meta["pretrained_cfg"], "input_size": (3, size, size)}
+    report: dict[str, Any] = {"path": str(path), "format": format, "img_size": size}
+    if format == "onnx":
+        data = _add_metadata(_onnx_bytes(model, x), meta)
+        report["max_abs_diff_onnxruntime"] = check_onnx(data, model, x)
+    elif format == "torchscript":
+        buf = io.BytesIO()
+        with torch.no_grad():
+            traced = torch.jit.trace(model, x)
+        torch.jit.save(traced, buf, _extra_files={"mobilenets.json": json.dumps(meta)})
+        data = buf.getvalue()
+    else:
+        buf = io.BytesIO()
+        x2 = torch.cat([x, x])  # batch 1 would be specialised to a constant
+        program = torch.export.export(model, (x2,), dynamic_shapes={"x": {0: torch.export.Dim.AUTO}})
+        torch.export.save(program, buf, extra_files={"mobilenets.json": json.dumps(meta)})
+        data = buf.getvalue()
+    atomic_write_bytes(path, data)
+    report["bytes"] = len(data)
+    return report
