@@ -139,8 +139,9 @@ def test_int8_accuracy_on_real_images(tmp_path):
 
 
 def test_bench_command(capsys, tmp_path):
-    assert main(["bench", "--model", "mobilenet_v3_small", "--backends", "fused,onnxruntime", "--batch-sizes",
-                 "1", "--img-size", "96", "--repeats", "3", "--json", "--plot", str(tmp_path / "b.png")]) == 0  # fmt: skip
+    args = ["--model", "mobilenet_v3_small", "--backends", "fused,onnxruntime", "--batch-sizes", "1",
+            "--img-size", "96", "--repeats", "3", "--json", "--plot", str(tmp_path / "b.png")]  # fmt: skip
+    assert main(["bench", *args]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["backend"] for r in rows] == ["torchvision eager", "fused", "onnxruntime"]
     assert rows[0]["vs_torchvision_eager"] == 1.0 and all(r["median_ms"] > 0 for r in rows)
