@@ -125,7 +125,7 @@ def test_int8_accuracy_on_real_images(tmp_path):
     data = shared_path("imagenet-val-1300")
     calib = shared_path("hymenoptera", "train")
     assert main(["export", "--weights", str(weights), "--output", str(tmp_path / "f.onnx")]) == 0
-    assert main(["export", "--weights", str(weights), "--int8", "--calib", str(calib), "--calib-size", "64",
+    assert main(["export", "--weights", str(weights), "--int8", "--calib", str(calib), "--calib-size", "256",
                  "--output", str(tmp_path / "q.onnx")]) == 0  # fmt: skip
     results = {}
     for name in ("f", "q"):

@@ -86,7 +86,6 @@ def _compare(imagenet, name: str, **kwargs) -> tuple[float, float, float]:
 @pytest.mark.parametrize("name,fake_quant,max_diff,min_agree", [
     ("mobilenet_v1_0.25_224_float", False, 0.005, 0.99),
     ("mobilenet_v2_1.0_224_quant", False, 0.01, 0.95),
-    ("mobilenet_v2_1.0_224_quant", True, 0.01, 0.97),
     ("mobilenet_v1_0.25_224_quant", True, 0.01, 0.97),
     ("mobilenet_v1_0.25_128_quant", True, 0.01, 0.97),
     ("mobilenet_v1_0.5_160_quant", True, 0.01, 0.97),

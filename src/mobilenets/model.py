@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .blocks import DepthwiseSeparable, InvertedResidual
@@ -155,7 +156,9 @@ class MobileNet(nn.Module):
         return x if self.features_only else self.head_conv(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.pre_logits(x.mean((2, 3)))
+        # adaptive_avg_pool2d rather than mean(): it exports as ONNX GlobalAveragePool, which ONNX
+        # Runtime runs faster than ReduceMean (measured: 4-9% of V3's latency)
+        x = self.pre_logits(F.adaptive_avg_pool2d(x, 1).flatten(1))
         return x if pre_logits else self.classifier(self.dropout(x))
 
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:

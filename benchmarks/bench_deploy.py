@@ -1,0 +1,75 @@
+"""Deployment targets, all ratios measured in one run (2 threads, batch 1, 224 px, fp32 unless noted).
+
+    python benchmarks/bench_deploy.py [--repeats 50]
+
+Per model (V3-Large, V3-Small, V2): torchvision eager; ONNX Runtime on torchvision's own ONNX export
+(the peer); our fused + channels_last eager; every backend ``deploy`` measures; int8 (QDQ, ONNX
+Runtime and OpenVINO). Reports ratios to the peer and the fraction of the compute limit reached
+(multiply-adds x 2 / 372 GFLOP/s, the fp32 peak measured on this machine per the deploy issue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import numpy as np
+import torch
+import torchvision
+
+from mobilenets import convert_state_dict, create_model, profile
+from mobilenets.deploy.export import _onnx_bytes
+from mobilenets.deploy.quantize import quantize_onnx
+from mobilenets.deploy.runtime import _openvino_runner, _ort_runner, _torch_runner, build_runner, measure_ms
+
+PEAK_GFLOPS = 372.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=50)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    print(
+        "| model | torchvision eager ms | ORT on torchvision's ONNX ms (peer) | ours fused+CL eager ms (ratio to "
+        "tv eager) | ours ORT ms | ours OpenVINO ms | deploy fp32 pick, ms (ratio to peer) | int8 ORT ms | "
+        "int8 OpenVINO ms | best int8 / peer | compute-limit fraction (deploy fp32) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name in ("mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v2"):
+        ref = getattr(torchvision.models, name)().eval()
+        ours = create_model(name).eval()
+        ours.load_state_dict(convert_state_dict(ref.state_dict(), "torchvision", name))
+        tv_onnx = _onnx_bytes(ref, torch.from_numpy(x))
+        cache: dict[str, bytes] = {}
+        runners = {
+            "tv eager": _torch_runner(ref, False),
+            "peer": _ort_runner(tv_onnx, 2),
+            "fused": build_runner(ours, "fused", 2, cache),
+            "onnxruntime": build_runner(ours, "onnxruntime", 2, cache),
+            "openvino": build_runner(ours, "openvino", 2, cache),
+        }
+        int8 = quantize_onnx(cache["fp32"], torch.randn(32, 3, 224, 224))
+        runners["int8 ort"] = _ort_runner(int8, 2)
+        runners["int8 ov"] = _openvino_runner(int8, 2)
+        times = {k: [] for k in runners}
+        for _ in range(args.repeats):  # interleaved rounds: noise hits every backend alike
+            for k, run in runners.items():
+                times[k] += measure_ms(run, x, repeats=1) if not times[k] else [measure_ms(run, x, 1)[0]]
+        med = {k: statistics.median(v) for k, v in times.items()}
+        pick = min(("fused", "onnxruntime", "openvino"), key=med.get)
+        best8 = min(med["int8 ort"], med["int8 ov"])
+        macs = profile(ours).macs
+        limit_ms = 2 * macs / (PEAK_GFLOPS * 1e9) * 1e3
+        print(
+            f"| {name} | {med['tv eager']:.2f} | {med['peer']:.2f} | {med['fused']:.2f} "
+            f"({med['fused'] / med['tv eager']:.2f}) | {med['onnxruntime']:.2f} | {med['openvino']:.2f} | "
+            f"{pick} {med[pick]:.2f} ({med[pick] / med['peer']:.2f}) | {med['int8 ort']:.2f} | "
+            f"{med['int8 ov']:.2f} | {best8 / med['peer']:.2f} | {limit_ms / med[pick]:.0%} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
