@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mobilenets.preprocess import eval_resize_crop, load_rgb, to_tensor
-from mobilenets.weights.litert import litert_logits
+from mobilenets.weights.litert import compare_with_litert, eval_pixels
 from mobilenets.weights.tflite import load_tflite
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -35,32 +34,12 @@ FILES = [
 
 def compare(name: str, rows: list[dict], cache: dict, fake_quant: bool = False) -> dict:
     path = DATA / "weights" / f"{name}.tflite"
-    model = load_tflite(path, fake_quant=fake_quant)
-    cfg = model.pretrained_cfg
+    cfg = load_tflite(path).pretrained_cfg
     size = cfg["input_size"][1]
     if size not in cache:
-        cache[size] = np.stack(
-            [
-                np.asarray(eval_resize_crop(load_rgb(DATA / "imagenet-val-1300" / "images" / r["file"]), cfg))
-                for r in rows
-            ]
-        )
-    pixels = cache[size]
-    labels = torch.tensor([int(r["label"]) for r in rows])
-    ref = torch.from_numpy(litert_logits(path, pixels))[:, 1:]
-    x = torch.stack([to_tensor(p, cfg) for p in pixels])
-    with torch.inference_mode():
-        ours = torch.cat([model(b) for b in x.split(64)])
-    top = lambda y, k: (y.topk(k, 1).indices == labels[:, None]).any(1).float().mean().item()  # noqa: E731
-    return dict(
-        file=name + (" (fake_quant)" if fake_quant else ""),
-        n=len(rows),
-        litert_top1=top(ref, 1),
-        ours_top1=top(ours, 1),
-        litert_top5=top(ref, 5),
-        ours_top5=top(ours, 5),
-        agreement=(ref.argmax(1) == ours.argmax(1)).float().mean().item(),
-    )
+        cache[size] = eval_pixels([DATA / "imagenet-val-1300" / "images" / r["file"] for r in rows], cfg)
+    result = compare_with_litert(path, cache[size], np.array([int(r["label"]) for r in rows]), fake_quant)
+    return {"file": name + (" (fake_quant)" if fake_quant else ""), "n": len(rows), **result}
 
 
 def main() -> None:

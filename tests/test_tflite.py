@@ -59,28 +59,19 @@ def imagenet():
     return root, rows, {}
 
 
-def _compare(imagenet, name: str, **kwargs) -> tuple[float, float, float]:
+def _compare(imagenet, name: str, fake_quant: bool) -> tuple[float, float, float]:
     """(LiteRT top-1, our top-1, per-image agreement) on all 1300 images."""
-    litert = pytest.importorskip("mobilenets.weights.litert")
     pytest.importorskip("ai_edge_litert")
+    from mobilenets.weights.litert import compare_with_litert, eval_pixels
+
     root, rows, cache = imagenet
     path = shared_path("weights", f"{name}.tflite")
-    model = load_tflite(path, **kwargs)
-    cfg = model.pretrained_cfg
+    cfg = load_tflite(path).pretrained_cfg
     size = cfg["input_size"][1]
     if size not in cache:
-        cache[size] = np.stack([np.asarray(eval_resize_crop(load_rgb(root / "images" / r["file"]), cfg)) for r in rows])
-    pixels = cache[size]
-    labels = torch.tensor([int(r["label"]) for r in rows])
-    ref = torch.from_numpy(litert.litert_logits(path, pixels))[:, 1:].argmax(1)
-    x = torch.stack([to_tensor(p, cfg) for p in pixels])
-    with torch.inference_mode():
-        ours = torch.cat([model(b) for b in x.split(100)]).argmax(1)
-    return (
-        (ref == labels).float().mean().item(),
-        (ours == labels).float().mean().item(),
-        (ref == ours).float().mean().item(),
-    )
+        cache[size] = eval_pixels([root / "images" / r["file"] for r in rows], cfg)
+    r = compare_with_litert(path, cache[size], np.array([int(r["label"]) for r in rows]), fake_quant)
+    return r["litert_top1"], r["ours_top1"], r["agreement"]
 
 
 @pytest.mark.parametrize("name,fake_quant,max_diff,min_agree", [

@@ -8,7 +8,6 @@ latency per stage; the training curves and the zoo's accuracy/multiply-adds plot
 from __future__ import annotations
 
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +20,10 @@ from .zoo import plot, zoo_rows
 DEMO = dict(model="mobilenet_v3_small", data="digits", epochs=6, batch_size=64, img_size=32, workers=0)
 
 
-def _latency_ms(fn: Any, x: Any, repeats: int = 30) -> float:
-    for _ in range(3):
-        fn(x)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
+def _latency_ms(fn: Any, x: Any) -> float:
+    from .deploy.runtime import measure_ms
+
+    return statistics.median(measure_ms(fn, x, repeats=30))
 
 
 def run_demo(output: str) -> list[dict[str, Any]]:

@@ -60,7 +60,7 @@ def eval_resize_crop(img: Image.Image, cfg: dict[str, Any]) -> Image.Image:
     return img.crop((left, top, left + w, top + h))
 
 
-def to_tensor(img: Image.Image, cfg: dict[str, Any]) -> torch.Tensor:
+def to_tensor(img: Image.Image | np.ndarray, cfg: dict[str, Any]) -> torch.Tensor:
     """CHW float tensor normalized with the weights' mean and std."""
     arr = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
     mean = torch.tensor(cfg["mean"], dtype=torch.float32).view(3, 1, 1)

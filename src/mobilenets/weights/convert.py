@@ -26,28 +26,22 @@ def _torchvision_modules(spec: NetSpec, v3: bool) -> Iterator[tuple[str, str]]:
             yield from ((f"{ours}.0", f"{theirs}.0"), (f"{ours}.1", f"{theirs}.1"))
             continue
         parts = (["expand"] if b.mid_ch != b.in_ch else []) + ["dw"] + (["se"] if b.se_ch else [])
-        if v3:
-            for j, part in enumerate(parts + ["project"]):
-                if part == "se":
-                    yield from (
-                        (f"{ours}.se.fc1", f"{theirs}.block.{j}.fc1"),
-                        (f"{ours}.se.fc2", f"{theirs}.block.{j}.fc2"),
-                    )
-                else:
-                    yield from (
-                        (f"{ours}.{part}.0", f"{theirs}.block.{j}.0"),
-                        (f"{ours}.{part}.1", f"{theirs}.block.{j}.1"),
-                    )
-        else:
-            for j, part in enumerate(parts):
+        # V3 wraps every unit (project too) in block.j; V2's conv.j holds the project conv and BN flat.
+        sub = "block" if v3 else "conv"
+        for j, part in enumerate([*parts, "project"] if v3 else parts):
+            if part == "se":
                 yield from (
-                    (f"{ours}.{part}.0", f"{theirs}.conv.{j}.0"),
-                    (f"{ours}.{part}.1", f"{theirs}.conv.{j}.1"),
+                    (f"{ours}.se.fc1", f"{theirs}.{sub}.{j}.fc1"),
+                    (f"{ours}.se.fc2", f"{theirs}.{sub}.{j}.fc2"),
                 )
-            yield from (
-                (f"{ours}.project.0", f"{theirs}.conv.{len(parts)}"),
-                (f"{ours}.project.1", f"{theirs}.conv.{len(parts) + 1}"),
-            )
+            else:
+                yield from (
+                    (f"{ours}.{part}.0", f"{theirs}.{sub}.{j}.0"),
+                    (f"{ours}.{part}.1", f"{theirs}.{sub}.{j}.1"),
+                )
+        if not v3:
+            n = len(parts)
+            yield from ((f"{ours}.project.0", f"{theirs}.conv.{n}"), (f"{ours}.project.1", f"{theirs}.conv.{n + 1}"))
     if spec.head_conv:
         n = len(spec.blocks) + 1
         yield from (("head_conv.0", f"features.{n}.0"), ("head_conv.1", f"features.{n}.1"))
