@@ -57,4 +57,6 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.project(self.se(self.dw(self.expand(x))))
-        return x + y if self.use_residual else y
+        # in place on the projection's own output (as torchvision): its backward never needs it, and
+        # the block input x, which a caller may hold, is left untouched
+        return y.add_(x) if self.use_residual else y
