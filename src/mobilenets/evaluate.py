@@ -114,6 +114,12 @@ class _Images(Dataset):
             return torch.zeros(3, h, w), label, str(path)
 
 
+def topk_hits(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+    """How many rows of ``logits`` have label ``y`` first, and within their top 5."""
+    pred = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    return int((pred[:, 0] == y).sum()), int((pred == y[:, None]).any(dim=1).sum())
+
+
 def evaluate(clf: Classifier, data: str | Path, batch_size: int = 32, workers: int = 2) -> dict:
     """``{"top1", "top5", "n", "skipped"}`` (fractions); unreadable images are skipped and listed."""
     ev = find_eval_set(data, clf.class_names)
@@ -125,13 +131,8 @@ def evaluate(clf: Classifier, data: str | Path, batch_size: int = 32, workers: i
         skipped += [b for b in bad if b]
         if not keep.any():
             continue
-        logits = clf.run(x[keep]).float()
-        y = y[keep]
-        k = min(5, logits.shape[1])
-        pred = logits.topk(k, dim=1).indices
-        top1 += (pred[:, 0] == y).sum().item()
-        top5 += (pred == y[:, None]).any(dim=1).sum().item()
-        n += len(y)
+        hit1, hit5 = topk_hits(clf.run(x[keep]).float(), y[keep])
+        top1, top5, n = top1 + hit1, top5 + hit5, n + int(keep.sum())
     if n == 0:
         raise DataError(f"No readable images in {data}.")
     return {"top1": top1 / n, "top5": top5 / n, "n": n, "skipped": skipped}

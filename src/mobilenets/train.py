@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from .checkpoint import atomic_save_safetensors, atomic_torch_save, atomic_write_bytes, atomic_write_json
 from .data import ImageDataset, TrainData, build_transforms, load_train_data
-from .evaluate import DataError
+from .evaluate import DataError, topk_hits
 from .inference import BEST, MODEL_JSON
 from .recipes import RECIPES, Recipe
 from .registry import build_model, model_entry
@@ -67,7 +67,6 @@ class TrainConfig:
     channels_last: bool | None = None
     clip_grad: float | None = None
     sync_bn: bool = False
-    max_steps: int | None = None  # stop each epoch after this many steps (smoke tests)
     extra_model_args: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -226,11 +225,8 @@ def _accuracy(model: nn.Module, loader: DataLoader, d: Dist, amp_ctx: Any, chann
             if channels_last:
                 x = x.to(memory_format=torch.channels_last)
             with amp_ctx():
-                logits = model(x).float()
-            pred = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            top1 += (pred[:, 0] == y).sum().item()
-            top5 += (pred == y[:, None]).any(1).sum().item()
-            n += len(y)
+                hit1, hit5 = topk_hits(model(x).float(), y)
+            top1, top5, n = top1 + hit1, top5 + hit5, n + len(y)
     top1, top5, n = _all_reduce([top1, top5, n], d)
     return top1 / max(n, 1), top5 / max(n, 1)
 
@@ -328,9 +324,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                if d.world > 1 else None)  # fmt: skip
     val_sampler = DistributedSampler(val_ds, d.world, d.rank, shuffle=False) if d.world > 1 else None
     val_loader = DataLoader(val_ds, cfg.batch_size, sampler=val_sampler, num_workers=cfg.workers)
-    steps_per_epoch = math.ceil(len(train_ds) / (cfg.batch_size * d.world))
-    if cfg.max_steps:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps)
+    per_rank = math.ceil(len(train_ds) / d.world)
+    drop_last = per_rank > cfg.batch_size  # no ragged last batch (BN), unless the data is one batch
+    steps_per_epoch = per_rank // cfg.batch_size if drop_last else 1
 
     lr = cfg.lr or recipe.scaled_lr(cfg.batch_size * d.world)
     optimizer = _optimizer(_param_groups(model, recipe, lr), recipe, lr)
@@ -389,7 +385,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if sampler is not None:
             sampler.set_epoch(epoch)
         loader = DataLoader(train_ds, cfg.batch_size, sampler=sampler or RandomSampler(train_ds, generator=gen),
-                            num_workers=cfg.workers, generator=gen, drop_last=len(train_ds) > cfg.batch_size,
+                            num_workers=cfg.workers, generator=gen, drop_last=drop_last,
                             persistent_workers=False)  # fmt: skip
         t0, seen, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
