@@ -53,6 +53,8 @@ def run_demo(output: str) -> list[dict[str, Any]]:
 def _deploy_rows(model: torch.nn.Module, out: Path, x: torch.Tensor) -> list[dict[str, Any]]:
     """Fuse, export to ONNX and int8 (calibrated on training images), each evaluated on the digits
     validation split and timed here at batch 1."""
+    from PIL import Image
+
     from .data import build_transforms, load_train_data
     from .deploy import export, fuse
     from .deploy.quantize import export_int8
@@ -62,8 +64,6 @@ def _deploy_rows(model: torch.nn.Module, out: Path, x: torch.Tensor) -> list[dic
 
     data = load_train_data("digits")
     tf = build_transforms(model.pretrained_cfg, True, "none", False)
-    from PIL import Image
-
     calib = torch.stack([tf(Image.fromarray(a).convert("RGB")) for a, _ in data.train.samples[::12]])
     fused = fuse(model).to(memory_format=torch.channels_last)
     fused.pretrained_cfg, fused.num_classes = model.pretrained_cfg, model.num_classes

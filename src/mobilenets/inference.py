@@ -87,7 +87,7 @@ def load_checkpoint(path: str | Path) -> nn.Module:
 def _guess_architecture(state: dict[str, torch.Tensor]) -> nn.Module:
     """Our model for a bare torchvision/timm/ours state dict, found by trying each configuration."""
     from .registry import build_model
-    from .weights.convert import convert_state_dict
+    from .weights.convert import convert_for
     from .weights.tflite import CANDIDATES
 
     source = detect_source(state)
@@ -98,12 +98,11 @@ def _guess_architecture(state: dict[str, torch.Tensor]) -> nn.Module:
         kwargs = dict(width_mult=width, num_classes=num_classes, **bn_eps)
         if minimal:
             kwargs["minimalistic"] = True
+        model = build_model(name, **kwargs)
         try:
-            converted = convert_state_dict(state, source, name, **kwargs)
+            model.load_state_dict(convert_for(model, state, source))
         except ValueError:
             continue
-        model = build_model(name, **kwargs)
-        model.load_state_dict(converted)
         return model
     raise WeightsError(f"The {source} state dict matches no MobileNet configuration we know.")
 

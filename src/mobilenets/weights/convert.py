@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 import torch
+from torch import nn
 
 from ..registry import build_model
 from ..specs import LayerSpec, NetSpec
@@ -110,7 +111,14 @@ def convert_state_dict(
         raise ValueError(f"Unknown source {source!r}; use one of {', '.join(SOURCES)}.")
     if source == "torchvision" and name not in TORCHVISION_FAMILIES:
         raise ValueError(f"torchvision has no {name}; it has {', '.join(TORCHVISION_FAMILIES)}.")
-    model = build_model(name, **kwargs)
+    return convert_for(build_model(name, **kwargs), state_dict, source)
+
+
+def convert_for(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """:func:`convert_state_dict` for a model already built (ours, from ``create_model``)."""
+    name, kwargs = model.model_name, model.model_args
+    if source == "torchvision" and name not in TORCHVISION_FAMILIES:
+        raise ValueError(f"torchvision has no {name}; it has {', '.join(TORCHVISION_FAMILIES)}.")
     target = model.state_dict()
     state_dict = _strip_prefix(state_dict)
     if source == "mobilenets":

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..registry import IMAGENET_MEAN, IMAGENET_STD
-from .convert import convert_state_dict
+from .convert import convert_for
 
 # torchvision's recommended ImageNet weights per model (the weight enum gives URL and transforms).
 TORCHVISION_WEIGHTS = {
@@ -160,7 +160,7 @@ def load_pretrained(model: nn.Module, pretrained: str | os.PathLike) -> nn.Modul
     state_dict = read_state_dict(path)
     source = source or detect_source(state_dict)
     try:
-        converted = convert_state_dict(state_dict, source, name, **args)
+        converted = convert_for(model, state_dict, source)
     except ValueError as exc:
         raise WeightsError(f"{path}: {exc}") from None
     model.load_state_dict(converted)
