@@ -119,3 +119,16 @@ def test_hub_cache_and_offline_message(tmp_path, monkeypatch):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert (model(x) - ref(x)).abs().max() < 1e-5
+
+
+def test_weights_file_architecture_is_recognised(tmp_path):
+    """`--weights FILE` with a bare timm state dict: family, width and classes found from the tensors."""
+    from mobilenets.inference import load_classifier
+
+    ref = randomize_bn(timm.create_model("mobilenetv2_035", num_classes=7))
+    torch.save(ref.state_dict(), tmp_path / "w.pth")
+    clf = load_classifier(weights=str(tmp_path / "w.pth"))
+    assert clf.model.model_name == "mobilenet_v2" and clf.model.model_args["width_mult"] == 0.35
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert (clf.run(x) - ref(x)).abs().max() <= 1e-5
