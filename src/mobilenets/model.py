@@ -32,17 +32,7 @@ def _build_block(spec: LayerSpec, dilation: int, norm: dict[str, Any]) -> nn.Mod
         return DepthwiseSeparable(spec.in_ch, spec.out_ch, **common)
     if spec.kind == "ir":
         return InvertedResidual(spec.in_ch, spec.mid_ch, spec.out_ch, se_ch=spec.se_ch, **common)
-    return ConvNormAct(
-        spec.in_ch,
-        spec.out_ch,
-        spec.kernel,
-        spec.stride,
-        dilation=dilation,
-        act=spec.act,
-        bn_eps=norm["bn_eps"],
-        bn_momentum=norm["bn_momentum"],
-        padding=norm["padding"],
-    )
+    return ConvNormAct(spec.in_ch, spec.out_ch, spec.kernel, spec.stride, dilation=dilation, act=spec.act, **norm)
 
 
 class MobileNet(nn.Module):

@@ -107,16 +107,14 @@ def convert_state_dict(
 ) -> dict[str, torch.Tensor]:
     """Rename a ``source`` (``torchvision``, ``timm`` or ``mobilenets``) state dict for our ``name``
     built with ``kwargs``; shapes are checked, a missing or misshapen key raises ``ValueError``."""
-    if source not in SOURCES:
-        raise ValueError(f"Unknown source {source!r}; use one of {', '.join(SOURCES)}.")
-    if source == "torchvision" and name not in TORCHVISION_FAMILIES:
-        raise ValueError(f"torchvision has no {name}; it has {', '.join(TORCHVISION_FAMILIES)}.")
     return convert_for(build_model(name, **kwargs), state_dict, source)
 
 
 def convert_for(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
     """:func:`convert_state_dict` for a model already built (ours, from ``create_model``)."""
     name, kwargs = model.model_name, model.model_args
+    if source not in SOURCES:
+        raise ValueError(f"Unknown source {source!r}; use one of {', '.join(SOURCES)}.")
     if source == "torchvision" and name not in TORCHVISION_FAMILIES:
         raise ValueError(f"torchvision has no {name}; it has {', '.join(TORCHVISION_FAMILIES)}.")
     target = model.state_dict()
