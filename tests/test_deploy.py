@@ -138,6 +138,25 @@ def test_int8_accuracy_on_real_images(tmp_path):
     assert (tmp_path / "f.onnx").stat().st_size / (tmp_path / "q.onnx").stat().st_size > 3.3
 
 
+def test_int8_squeeze_excite_model_agrees_with_fp32(tmp_path):
+    """Google's MobileNetV3-Small (TFLite): its int8 export names the same class as the fp32 export on
+    real images in ONNX Runtime (the squeeze-excite weights are stored int8, computed in fp32)."""
+    from mobilenets.evaluate import list_images
+    from mobilenets.preprocess import preprocess
+    from mobilenets.weights.tflite import load_tflite
+
+    model = load_tflite(shared_path("weights", "mobilenet_v3_small_1.0_224_uint8.tflite"))
+    images = list_images(shared_path("imagenet-val-1300", "images"))[::13]
+    x = torch.stack([preprocess(p, model.pretrained_cfg) for p in images]).numpy()
+    calib = shared_path("hymenoptera", "train")
+    fp32, int8 = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    export(model, fp32, "onnx")
+    export_int8(model, int8, calib, calib_size=64)
+    assert fp32.stat().st_size / int8.stat().st_size > 3.3
+    pred = {p: ort.InferenceSession(str(p)).run(None, {"input": x})[0].argmax(1) for p in (fp32, int8)}
+    assert len(x) == 100 and (pred[fp32] == pred[int8]).mean() >= 0.9
+
+
 def test_bench_command(capsys, tmp_path):
     args = ["--model", "mobilenet_v3_small", "--backends", "fused,onnxruntime", "--batch-sizes", "1",
             "--img-size", "96", "--repeats", "3", "--json", "--plot", str(tmp_path / "b.png")]  # fmt: skip
