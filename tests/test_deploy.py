@@ -86,6 +86,12 @@ def test_export_mistakes_write_nothing(v3, tmp_path, calib_dir):
         export_int8(v3, tmp_path / "q.onnx", tmp_path / "empty")
     with pytest.raises(ExportError, match="Calibration inputs are"):
         export_int8(v3, tmp_path / "q.onnx", torch.randn(2, 3, 64, 64), img_size=96)
+    with pytest.raises(ExportError, match="has 10 classes but the model has 1000"):
+        export_int8(v3, tmp_path / "q.onnx", torch.randn(2, 3, 96, 96), img_size=96, qat="digits")
+    with pytest.raises(ExportError, match="epochs >= 1"):
+        export_int8(v3, tmp_path / "q.onnx", torch.randn(2, 3, 96, 96), img_size=96, qat="digits", qat_epochs=0)
+    args = ["export", "--model", "mobilenet_v3_small", "--qat", "digits", "--output", str(tmp_path / "q.onnx")]
+    assert main(args) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calib", "empty"]
 
 

@@ -258,10 +258,11 @@ def test_demo_is_the_main_job(tmp_path, capsys):
     """The README's main job: trains, evaluates, exports and quantizes offline; prints the summary."""
     assert main(["demo", "--output", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    for stage in ("eager fp32", "fused eager", "onnx fp32", "onnx int8"):
+    for stage in ("eager fp32", "fused eager", "onnx fp32", "onnx int8", "onnx int8 QAT"):
         assert stage in out
     accuracies = [float(line.split()[-5].rstrip("%")) for line in out.splitlines()
                   if line.startswith(("eager", "fused", "onnx"))]  # fmt: skip
     assert min(accuracies) > 80  # digits: chance is 10%
-    for name in ("best.safetensors", "model.json", "curves.png", "zoo.png", "model.onnx", "model.int8.onnx"):
+    for name in ("best.safetensors", "model.json", "curves.png", "zoo.png", "model.onnx", "model.int8.onnx",
+                 "model.qat.onnx"):  # fmt: skip
         assert (tmp_path / name).is_file()

@@ -184,9 +184,12 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise UserError("--calib goes with --int8.")
     if args.int8 and (args.format != "onnx" or not args.calib):
         raise UserError("--int8 writes an ONNX model and needs --calib DIR (images to calibrate on).")
+    if args.qat and not args.int8:
+        raise UserError("--qat goes with --int8 (quantization-aware fine-tuning of the int8 model).")
     model = _classifier(args).model
     if args.int8:
-        report = export_int8(model, args.output, args.calib, args.img_size, args.calib_size)
+        report = export_int8(model, args.output, args.calib, args.img_size, args.calib_size,
+                             args.qat, args.qat_epochs, args.qat_lr)  # fmt: skip
     else:
         report = export(model, args.output, args.format, args.img_size)
     print(json.dumps(report))
@@ -200,6 +203,9 @@ def add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int8", action="store_true", help="int8 QDQ ONNX (ONNX Runtime and OpenVINO run it)")
     p.add_argument("--calib", metavar="DIR", help="calibration images (searched recursively)")
     p.add_argument("--calib-size", type=int, default=128, metavar="N")
+    p.add_argument("--qat", metavar="DATA", help="quantization-aware fine-tuning on DATA (as train --data takes)")
+    p.add_argument("--qat-epochs", type=int, default=1, metavar="N")
+    p.add_argument("--qat-lr", type=float, default=1e-3, metavar="LR")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:

@@ -52,53 +52,88 @@ def calibration_batch(calib: torch.Tensor | str | os.PathLike, cfg: dict[str, An
     return torch.stack(tensors)
 
 
-def quantize_onnx(fp32: bytes, calib: torch.Tensor) -> bytes:
-    """int8 QDQ ONNX model from an fp32 export and calibration inputs (metadata kept)."""
+def nncf_options(stem: list[str], subset_size: int) -> dict[str, Any]:
+    """The ``nncf.quantize`` settings this package uses for post-training and quantization-aware
+    training alike: mixed preset, 7-bit weights, the stem (node names ``stem``) left in fp32."""
     import logging
 
     import nncf
-    import onnx
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     nncf.set_log_level(logging.ERROR)
+    return dict(preset=nncf.QuantizationPreset.MIXED, subset_size=subset_size,
+                ignored_scope=nncf.IgnoredScope(names=stem),
+                advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE))  # fmt: skip
+
+
+def quantize_onnx(fp32: bytes, calib: torch.Tensor) -> bytes:
+    """int8 QDQ ONNX model from an fp32 export and calibration inputs (metadata kept)."""
+    import nncf
+    import onnx
+
     model = onnx.load_from_string(fp32)
     inputs = calib.numpy().astype(np.float32)
     dataset = nncf.Dataset([inputs[i : i + 1] for i in range(len(inputs))], lambda x: {"input": x})
     stem = [node.name for node in model.graph.node if model.graph.input[0].name in node.input]
-    seven_bit_weights = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
-    out = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.MIXED, subset_size=len(inputs),
-                        ignored_scope=nncf.IgnoredScope(names=stem), advanced_parameters=seven_bit_weights)  # fmt: skip
-    _store_float_weights_as_int8(out, keep=set(stem))
+    out = nncf.quantize(model, dataset, **nncf_options(stem, len(inputs)))
+    store_weights_as_int8(out, keep=set(stem))
     del out.metadata_props[:]
     out.metadata_props.extend(model.metadata_props)
     return out.SerializeToString()
 
 
-def _store_float_weights_as_int8(model: Any, keep: set[str]) -> None:
-    """Convolution weights NNCF left in fp32 (the squeeze-excite layers, kept in float for accuracy) are
-    stored as int8 per output channel and dequantized in the graph: compute stays fp32, the file shrinks.
-    Nodes named in ``keep`` keep their fp32 weights."""
+def store_weights_as_int8(model: Any, keep: set[str]) -> None:
+    """Every convolution weight stored as int8 and dequantized in the graph, in place.
+
+    Weights under a ``QuantizeLinear`` (what PyTorch's exporter writes for fake-quantized weights) are
+    quantized once into the file. Float weights NNCF left unquantized (squeeze-excite layers, kept in
+    fp32 for accuracy) get int8 per output channel: compute stays fp32, the file shrinks. Convolutions
+    named in ``keep`` keep their fp32 weights."""
     from onnx import helper, numpy_helper
 
     weights = {t.name: t for t in model.graph.initializer}
+    consts = dict(weights)  # values of constant tensors, through Constant and Identity nodes
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            consts[n.output[0]] = n.attribute[0].t
+        elif n.op_type == "Identity" and n.input[0] in consts:
+            consts[n.output[0]] = consts[n.input[0]]
     for node in list(model.graph.node):
-        if node.op_type != "Conv" or node.input[1] not in weights or node.name in keep:
-            continue
-        name = node.input[1]
-        w = numpy_helper.to_array(weights[name])
-        scale = np.maximum(np.abs(w).reshape(len(w), -1).max(1), 1e-12).astype(np.float32) / 127
-        q = np.round(w / scale.reshape(-1, *[1] * (w.ndim - 1))).astype(np.int8)
-        model.graph.initializer.remove(weights[name])
-        model.graph.initializer.extend([numpy_helper.from_array(q, f"{name}.int8"),
-                                        numpy_helper.from_array(scale, f"{name}.scale")])  # fmt: skip
-        deq = helper.make_node("DequantizeLinear", [f"{name}.int8", f"{name}.scale"], [name], axis=0)
-        model.graph.node.insert(list(model.graph.node).index(node), deq)
+        if node.op_type == "QuantizeLinear" and node.input[0] in weights:
+            w, scale, zero = (numpy_helper.to_array(consts[n]) for n in node.input)
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            shape = [-1 if d == axis else 1 for d in range(w.ndim)] if scale.ndim else []
+            info = np.iinfo(zero.dtype)
+            q = np.clip(np.round(w / scale.reshape(shape)) + zero.reshape(shape), info.min, info.max)
+            model.graph.initializer.append(numpy_helper.from_array(q.astype(zero.dtype), node.output[0]))
+            model.graph.node.remove(node)
+        elif node.op_type == "Conv" and node.input[1] in weights and node.name not in keep:
+            name = node.input[1]
+            w = numpy_helper.to_array(weights[name])
+            scale = np.maximum(np.abs(w).reshape(len(w), -1).max(1), 1e-12).astype(np.float32) / 127
+            q = np.round(w / scale.reshape(-1, *[1] * (w.ndim - 1))).astype(np.int8)
+            model.graph.initializer.remove(weights[name])
+            model.graph.initializer.extend([numpy_helper.from_array(q, f"{name}.int8"),
+                                            numpy_helper.from_array(scale, f"{name}.scale")])  # fmt: skip
+            deq = helper.make_node("DequantizeLinear", [f"{name}.int8", f"{name}.scale"], [name], axis=0)
+            model.graph.node.insert(list(model.graph.node).index(node), deq)
+    used = {i for node in model.graph.node for i in node.input}
+    for t in [t for t in model.graph.initializer if t.name not in used]:
+        model.graph.initializer.remove(t)
 
 
 def export_int8(
-    model: torch.nn.Module, path: str | os.PathLike, calib: Any, img_size: int | None = None, calib_size: int = 128
+    model: torch.nn.Module,
+    path: str | os.PathLike,
+    calib: Any,
+    img_size: int | None = None,
+    calib_size: int = 128,
+    qat: str | None = None,
+    qat_epochs: int = 1,
+    qat_lr: float = 1e-3,
 ) -> dict[str, Any]:
-    """Export ``model`` to an int8 QDQ ONNX file at ``path`` calibrated on ``calib``."""
+    """Export ``model`` to an int8 QDQ ONNX file at ``path`` calibrated on ``calib``; with ``qat`` (training
+    data, as ``mobilenets train --data`` takes) after quantization-aware fine-tuning on it."""
     from .export import _add_metadata, _check_exportable, _onnx_bytes, check_onnx, model_metadata
 
     path = Path(path)
@@ -116,7 +151,15 @@ def export_int8(
     meta["pretrained_cfg"] = cfg
     fp32 = _add_metadata(_onnx_bytes(model, x), meta)
     check_onnx(fp32, model, x)
-    data = quantize_onnx(fp32, batch)
+    report = {"path": str(path), "format": "onnx-int8", "img_size": size, "fp32_bytes": len(fp32),
+              "calibration_images": len(batch)}  # fmt: skip
+    if qat:
+        from .qat import qat_check, qat_finetune, qat_onnx
+
+        quantized = qat_finetune(model, qat, batch, epochs=qat_epochs, lr=qat_lr)
+        data = _add_metadata(qat_onnx(quantized, x), meta)
+        report |= {"qat_data": qat, "qat_epochs": qat_epochs, "qat_vs_onnx_rel_diff": qat_check(data, quantized, x)}
+    else:
+        data = quantize_onnx(fp32, batch)
     atomic_write_bytes(path, data)
-    return {"path": str(path), "format": "onnx-int8", "img_size": size, "bytes": len(data),
-            "fp32_bytes": len(fp32), "calibration_images": len(batch)}  # fmt: skip
+    return report | {"bytes": len(data)}

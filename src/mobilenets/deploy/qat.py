@@ -1,0 +1,100 @@
+"""Quantization-aware fine-tuning with NNCF, for when post-training int8 loses too much accuracy.
+
+The model is fused (BN folded, as in the int8 export), NNCF inserts fake quantizers with the same
+settings as post-training quantization (:func:`.quantize.nncf_options`) and initialises their ranges on
+the calibration images, then weights and ranges are fine-tuned on labelled images (SGD, cosine
+schedule). PyTorch's ONNX exporter writes the fake quantizers as QuantizeLinear/DequantizeLinear pairs:
+the same kind of QDQ model as post-training quantization, run by ONNX Runtime and OpenVINO alike.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..data import ImageDataset, build_transforms, load_train_data
+from .export import ExportError
+from .fuse import fuse
+from .quantize import nncf_options
+
+
+def _stem_node(model: nn.Module) -> str:
+    """NNCF's name for the first convolution (the one reading the image)."""
+    name = next(n for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+    return f"{name.replace('.', '/')}/conv2d/0"
+
+
+def qat_finetune(
+    model: nn.Module,
+    data: str,
+    calib: torch.Tensor,
+    *,
+    epochs: int = 1,
+    lr: float = 1e-3,
+    batch_size: int = 32,
+    workers: int = 2,
+) -> nn.Module:
+    """``model`` with NNCF fake quantizers, fine-tuned for ``epochs`` on the training split of ``data``
+    (a folder with ``train/`` class subfolders, ``digits`` or ``cifar10``/``cifar100``, as ``mobilenets
+    train --data`` takes) after range initialisation on ``calib`` (N x 3 x H x W). Returns it in eval mode;
+    export it with :func:`qat_onnx`."""
+    import nncf
+
+    # NNCF compiles its CPU fake-quantize kernels on first use (about a minute on 2 cores; it falls back
+    # to plain PyTorch without a compiler): wait for it rather than fail after NNCF's default 60 s.
+    os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "0")
+    if epochs < 1 or lr <= 0:
+        raise ExportError(f"Quantization-aware training needs epochs >= 1 and lr > 0, got {epochs} and {lr}.")
+    train = load_train_data(data)
+    if len(train.train.classes) != model.num_classes:
+        raise ExportError(f"--qat data {data} has {len(train.train.classes)} classes but the model has "
+                          f"{model.num_classes}; fine-tune on the data the model was trained for.")  # fmt: skip
+    size = calib.shape[-1]
+    cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
+    images = ImageDataset(train.train, build_transforms(cfg, train.small, "none", True))
+    drop_last = len(images) > batch_size
+    loader = DataLoader(images, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=drop_last)
+    fused = fuse(model)
+    dataset = nncf.Dataset([calib[i : i + 1] for i in range(len(calib))])
+    quantized = nncf.quantize(fused, dataset, **nncf_options([_stem_node(fused)], len(calib)))
+    optimizer = torch.optim.SGD(quantized.parameters(), lr=lr, momentum=0.9)
+    steps = epochs * len(loader)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    quantized.train()
+    for _ in range(epochs):
+        for x, y in loader:
+            loss = nn.functional.cross_entropy(quantized(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return quantized.eval()
+
+
+def qat_onnx(quantized: nn.Module, x: torch.Tensor) -> bytes:
+    """The QDQ ONNX model of a :func:`qat_finetune` result, weights stored as int8."""
+    import nncf
+    import onnx
+
+    from .export import _onnx_bytes
+    from .quantize import store_weights_as_int8
+
+    plain = nncf.strip(quantized, do_copy=True, example_input=x)
+    model = onnx.load_from_string(_onnx_bytes(plain, x))
+    store_weights_as_int8(model, keep={n.name for n in model.graph.node if model.graph.input[0].name in n.input})
+    return model.SerializeToString()
+
+
+def qat_check(onnx_bytes: bytes, quantized: nn.Module, x: torch.Tensor) -> float:
+    """Relative max |diff| between ONNX Runtime and the fake-quantized model on ``x``."""
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        ref = quantized(x).numpy()
+    return float(np.abs(got - ref).max() / (np.abs(ref).max() + 1e-12))
