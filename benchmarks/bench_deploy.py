@@ -1,11 +1,14 @@
 """Deployment targets, all ratios measured in one run (2 threads, batch 1, 224 px, fp32 unless noted).
 
-    python benchmarks/bench_deploy.py [--repeats 50]
+    python benchmarks/bench_deploy.py [--rounds 8] [--block 10] [--int8-only]
 
 Per model (V3-Large, V3-Small, V2): torchvision eager; ONNX Runtime on torchvision's own ONNX export
 (the peer); our fused + channels_last eager; every backend ``deploy`` measures; int8 (QDQ, ONNX
 Runtime and OpenVINO). Reports ratios to the peer and the fraction of the compute limit reached
 (multiply-adds x 2 / 372 GFLOP/s, the fp32 peak measured on this machine per the deploy issue).
+``--int8-only`` loads just the peer and the int8 model in OpenVINO, as a deployment process would.
+Rounds visit every backend in turn and time a block of calls each (after warm-up), so drifting load on
+a shared machine hits all backends alike and one runtime's idle threads do not land in another's timing.
 """
 
 from __future__ import annotations
@@ -25,12 +28,34 @@ from mobilenets.deploy.runtime import _openvino_runner, _ort_runner, _torch_runn
 PEAK_GFLOPS = 372.0
 
 
+def _medians(runners: dict, x: np.ndarray, args: argparse.Namespace) -> dict[str, float]:
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(args.rounds):
+        for k, run in runners.items():
+            times[k].append(statistics.median(measure_ms(run, x, args.block)))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--block", type=int, default=10, help="timed calls per backend per round")
+    parser.add_argument("--int8-only", action="store_true", help="only the peer and int8 in OpenVINO")
     args = parser.parse_args()
     torch.set_num_threads(2)
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    if args.int8_only:
+        print("| model | peer ms | int8 OpenVINO ms | int8 / peer |\n|---|---|---|---|")
+        for name in ("mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v2"):
+            ref = getattr(torchvision.models, name)().eval()
+            runners = {"peer": _ort_runner(_onnx_bytes(ref, torch.from_numpy(x)), 2)}
+            ours = create_model(name).eval()
+            ours.load_state_dict(convert_state_dict(ref.state_dict(), "torchvision", name))
+            int8 = quantize_onnx(_onnx_bytes(ours, torch.from_numpy(x)), torch.randn(32, 3, 224, 224))
+            runners["int8 ov"] = _openvino_runner(int8, 2)
+            med = _medians(runners, x, args)
+            print(f"| {name} | {med['peer']:.2f} | {med['int8 ov']:.2f} | {med['int8 ov'] / med['peer']:.2f} |")
+        return
     print(
         "| model | torchvision eager ms | ORT on torchvision's ONNX ms (peer) | ours fused+CL eager ms (ratio to "
         "tv eager) | ours ORT ms | ours OpenVINO ms | deploy fp32 pick, ms (ratio to peer) | int8 ORT ms | "
@@ -53,11 +78,7 @@ def main() -> None:
         int8 = quantize_onnx(cache["fp32"], torch.randn(32, 3, 224, 224))
         runners["int8 ort"] = _ort_runner(int8, 2)
         runners["int8 ov"] = _openvino_runner(int8, 2)
-        times = {k: [] for k in runners}
-        for _ in range(args.repeats):  # interleaved rounds: noise hits every backend alike
-            for k, run in runners.items():
-                times[k] += measure_ms(run, x, repeats=1) if not times[k] else [measure_ms(run, x, 1)[0]]
-        med = {k: statistics.median(v) for k, v in times.items()}
+        med = _medians(runners, x, args)
         pick = min(("fused", "onnxruntime", "openvino"), key=med.get)
         best8 = min(med["int8 ort"], med["int8 ov"])
         macs = profile(ours).macs

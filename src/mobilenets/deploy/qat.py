@@ -82,11 +82,11 @@ def qat_onnx(quantized: nn.Module, x: torch.Tensor) -> bytes:
     import onnx
 
     from .export import _onnx_bytes
-    from .quantize import store_weights_as_int8
+    from .quantize import stem_nodes, store_weights_as_int8
 
     plain = nncf.strip(quantized, do_copy=True, example_input=x)
     model = onnx.load_from_string(_onnx_bytes(plain, x))
-    store_weights_as_int8(model, keep={n.name for n in model.graph.node if model.graph.input[0].name in n.input})
+    store_weights_as_int8(model, keep=set(stem_nodes(model)))
     return model.SerializeToString()
 
 
