@@ -82,7 +82,7 @@ def _deploy_rows(model: torch.nn.Module, out: Path, x: torch.Tensor) -> list[dic
         write(path)
         clf = load_classifier(str(path))
         acc = evaluate(clf, "digits", workers=0)["top1"]
-        run = (int8_runner if "int8" in stage else _ort_runner)(path.read_bytes(), 2)
+        run = int8_runner(path.read_bytes(), 2, x.numpy()) if "int8" in stage else _ort_runner(path.read_bytes(), 2)
         rows.append(dict(stage=stage, top1=acc, params=prof.params_no_bn, macs=prof.macs,
                          size_kb=path.stat().st_size / 1024, latency_ms=_latency_ms(run, x.numpy())))  # fmt: skip
     return rows
