@@ -98,7 +98,7 @@ def test_export_mistakes_write_nothing(v3, tmp_path, calib_dir):
 def test_int8_runs_in_onnxruntime_and_openvino(v3, tmp_path, calib_dir):
     path = tmp_path / "q.onnx"
     report = export_int8(v3, path, calib_dir, img_size=96)
-    assert report["fp32_bytes"] / report["bytes"] > 3.3 and report["calibration_images"] == 8
+    assert report["fp32_bytes"] / report["bytes"] > 3.0 and report["calibration_images"] == 8  # SE weights fp16
     x = np.random.default_rng(1).standard_normal((2, 3, 96, 96), dtype=np.float32)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"input": x})[0]
@@ -146,7 +146,7 @@ def test_int8_accuracy_on_real_images(tmp_path):
 
 def test_int8_squeeze_excite_model_agrees_with_fp32(tmp_path):
     """Google's MobileNetV3-Small (TFLite): its int8 export names the same class as the fp32 export on
-    real images in ONNX Runtime (the squeeze-excite weights are stored int8, computed in fp32)."""
+    real images in ONNX Runtime (the squeeze-excite layers stay fp32, their weights stored as fp16)."""
     from mobilenets.evaluate import list_images
     from mobilenets.preprocess import preprocess
     from mobilenets.weights.tflite import load_tflite
@@ -158,7 +158,7 @@ def test_int8_squeeze_excite_model_agrees_with_fp32(tmp_path):
     fp32, int8 = tmp_path / "f.onnx", tmp_path / "q.onnx"
     export(model, fp32, "onnx")
     export_int8(model, int8, calib, calib_size=64)
-    assert fp32.stat().st_size / int8.stat().st_size > 3.3
+    assert fp32.stat().st_size / int8.stat().st_size > 3.0
     pred = {p: ort.InferenceSession(str(p)).run(None, {"input": x})[0].argmax(1) for p in (fp32, int8)}
     assert len(x) == 100 and (pred[fp32] == pred[int8]).mean() >= 0.9
 

@@ -77,16 +77,16 @@ def qat_finetune(
 
 
 def qat_onnx(quantized: nn.Module, x: torch.Tensor) -> bytes:
-    """The QDQ ONNX model of a :func:`qat_finetune` result, weights stored as int8."""
+    """The QDQ ONNX model of a :func:`qat_finetune` result, weights stored compactly."""
     import nncf
     import onnx
 
     from .export import _onnx_bytes
-    from .quantize import stem_nodes, store_weights_as_int8
+    from .quantize import shrink_weights, stem_nodes
 
     plain = nncf.strip(quantized, do_copy=True, example_input=x)
     model = onnx.load_from_string(_onnx_bytes(plain, x))
-    store_weights_as_int8(model, keep=set(stem_nodes(model)))
+    shrink_weights(model, keep=set(stem_nodes(model)))
     return model.SerializeToString()
 
 

@@ -158,8 +158,9 @@ def deploy(
     """The model on the fastest available CPU backend, measured here at batch 1.
 
     ``precision="int8"`` quantizes (NNCF, QDQ, calibrated on ``calib``: a tensor or a folder of
-    images, searched recursively) and runs it in OpenVINO or ONNX Runtime, whichever is faster. ``backend="auto"`` measures ``fused``, ``onnxruntime`` and
-    ``openvino`` (fp32) and keeps the fastest; any name in ``BACKENDS`` forces one.
+    images, searched recursively) and runs it in OpenVINO or ONNX Runtime, whichever is faster.
+    ``backend="auto"`` measures ``fused``, ``onnxruntime`` and ``openvino`` (fp32) and keeps the
+    fastest; any name in ``BACKENDS`` forces one.
     """
     if precision not in ("fp32", "int8"):
         raise ValueError(f"precision must be 'fp32' or 'int8', got {precision!r}.")
