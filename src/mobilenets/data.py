@@ -42,6 +42,11 @@ class TrainData:
     small: bool  # tiny images (digits, CIFAR): crop-and-flip augmentation instead of resized crops
     name: str
 
+    @property
+    def flip(self) -> bool:
+        """Whether horizontal flips are fair augmentation (a mirrored digit is not the same digit)."""
+        return self.name != "digits"
+
 
 def data_root() -> Path:
     """Where built-in datasets are cached: ``$MOBILENETS_DATA`` or ``~/.cache/mobilenets/data``."""

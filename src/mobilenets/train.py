@@ -317,8 +317,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         model.to(memory_format=torch.channels_last)
     if cfg.sync_bn and d.world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    flip = data.name != "digits"
-    train_ds = ImageDataset(data.train, build_transforms(pcfg, data.small, recipe.augment, True, flip))
+    train_ds = ImageDataset(data.train, build_transforms(pcfg, data.small, recipe.augment, True, data.flip))
     val_ds = ImageDataset(data.val, build_transforms(pcfg, data.small, recipe.augment, False))
     sampler = (DistributedSampler(train_ds, d.world, d.rank, shuffle=True, seed=cfg.seed)
                if d.world > 1 else None)  # fmt: skip

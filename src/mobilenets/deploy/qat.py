@@ -56,7 +56,7 @@ def qat_finetune(
                           f"{model.num_classes}; fine-tune on the data the model was trained for.")  # fmt: skip
     size = calib.shape[-1]
     cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
-    images = ImageDataset(train.train, build_transforms(cfg, train.small, "none", True))
+    images = ImageDataset(train.train, build_transforms(cfg, train.small, "none", True, train.flip))
     drop_last = len(images) > batch_size
     loader = DataLoader(images, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=drop_last)
     fused = fuse(model)

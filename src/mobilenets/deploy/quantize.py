@@ -54,7 +54,8 @@ def calibration_batch(calib: torch.Tensor | str | os.PathLike, cfg: dict[str, An
 
 def nncf_options(stem: list[str], subset_size: int) -> dict[str, Any]:
     """The ``nncf.quantize`` settings this package uses for post-training and quantization-aware
-    training alike: mixed preset, 7-bit weights, the stem (node names ``stem``) left in fp32."""
+    training alike: mixed preset, 7-bit weights, the stem (node names ``stem``) left in fp32. Quiets
+    NNCF's logging to errors."""
     import logging
 
     import nncf
