@@ -144,16 +144,17 @@ def _cifar(name: str, root: Path) -> tuple[Split, Split]:
     return splits[0], splits[1]
 
 
-def load_train_data(data: str) -> TrainData:
+def load_train_data(data: str, option: str = "--data") -> TrainData:
     """``data``: ``digits``, ``cifar10``, ``cifar100`` or a folder with ``train/`` and ``val/`` (or
-    ``test/``) class subfolders. Unreadable images are left out and listed in ``bad``."""
+    ``test/``) class subfolders. Unreadable images are left out and listed in ``bad``. Errors name the
+    command-line ``option`` that gave ``data``."""
     if data == "digits":
         return TrainData(*_digits(), small=True, name="digits")
     if data in CIFAR:
         return TrainData(*_cifar(data, data_root()), small=True, name=data)
     root = Path(data)
     if not root.is_dir():
-        raise DataError(f"--data {data} is neither a folder nor one of {', '.join(BUILTIN)}.")
+        raise DataError(f"{option} {data} is neither a folder nor one of {', '.join(BUILTIN)}.")
     if not (root / "train").is_dir():
         raise DataError(f"{root} has no train/ folder; it needs train/ and val/ (or test/) class subfolders.")
     val_dir = next((root / s for s in ("val", "test") if (root / s).is_dir()), None)

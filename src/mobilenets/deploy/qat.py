@@ -50,7 +50,7 @@ def qat_finetune(
     os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "0")
     if epochs < 1 or lr <= 0:
         raise ExportError(f"Quantization-aware training needs epochs >= 1 and lr > 0, got {epochs} and {lr}.")
-    train = load_train_data(data)
+    train = load_train_data(data, option="--qat")
     if len(train.train.classes) != model.num_classes:
         raise ExportError(f"--qat data {data} has {len(train.train.classes)} classes but the model has "
                           f"{model.num_classes}; fine-tune on the data the model was trained for.")  # fmt: skip
