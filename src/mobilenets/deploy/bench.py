@@ -58,11 +58,11 @@ def bench(models: list[str], backends: list[str], batch_sizes: list[int], thread
         raise ValueError("--batch-sizes must be positive integers.")
     torch.set_num_threads(threads)
     rows: list[BenchRow] = []
+    calib = calib if calib is not None else torch.randn(16, 3, img_size, img_size)
     for name in models:
         model = build_model(name).eval()
         cache: dict[str, bytes] = {}
-        runners = {b: build_runner(model, b, threads, cache, calib if calib is not None else
-                                   torch.randn(16, 3, img_size, img_size), img_size) for b in backends}  # fmt: skip
+        runners = {b: build_runner(model, b, threads, cache, calib, img_size) for b in backends}
         if name in TORCHVISION:
             import torchvision
 

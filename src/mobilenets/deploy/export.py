@@ -37,11 +37,18 @@ def model_metadata(model: nn.Module, class_names: list[str] | None = None) -> di
     }
 
 
-def _check_exportable(model: nn.Module, img_size: int) -> None:
+def _check_exportable(model: nn.Module, path: str | os.PathLike, img_size: int | None) -> tuple[Path, int]:
+    """The output path and input size of an export, once checked: a writable folder, a classifier, a
+    size of at least 32 (default: the model's own)."""
+    path = Path(path)
+    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        raise ExportError(f"Cannot write {path}: {path.parent} is not a writable folder.")
+    size = img_size or getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224, 224))[1]
     if getattr(model, "features_only", False):
         raise ExportError("Export needs a classifier; this model was built with features_only=True.")
-    if img_size < 32:
-        raise ExportError(f"--img-size must be at least 32 for export, got {img_size}.")
+    if size < 32:
+        raise ExportError(f"--img-size must be at least 32 for export, got {size}.")
+    return path, size
 
 
 def _onnx_bytes(model: nn.Module, x: torch.Tensor) -> bytes:
@@ -101,11 +108,7 @@ def export(
     class names and the architecture in its ``mobilenets`` metadata entry. Returns a report."""
     if format not in FORMATS:
         raise ExportError(f"Unknown export format {format!r}; use one of {', '.join(FORMATS)}.")
-    path = Path(path)
-    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
-        raise ExportError(f"Cannot write {path}: {path.parent} is not a writable folder.")
-    size = img_size or getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224, 224))[1]
-    _check_exportable(model, size)
+    path, size = _check_exportable(model, path, img_size)
     model = model.eval()
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     meta = model_metadata(model, class_names)

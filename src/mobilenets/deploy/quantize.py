@@ -141,11 +141,7 @@ def export_int8(
     data, as ``mobilenets train --data`` takes) after quantization-aware fine-tuning on it."""
     from .export import _add_metadata, _check_exportable, _onnx_bytes, check_onnx, model_metadata
 
-    path = Path(path)
-    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
-        raise ExportError(f"Cannot write {path}: {path.parent} is not a writable folder.")
-    size = img_size or model.pretrained_cfg["input_size"][1]
-    _check_exportable(model, size)
+    path, size = _check_exportable(model, path, img_size)
     cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
     batch = calibration_batch(calib, cfg, calib_size)
     if batch.shape[-1] != size or batch.shape[-2] != size:
