@@ -26,12 +26,10 @@ AUTO_FP32 = ("fused", "onnxruntime", "openvino")
 
 
 def available(backend: str) -> bool:
-    if backend in ("onnxruntime",):
+    if backend in ("onnxruntime", "int8"):  # int8 always has ONNX Runtime, OpenVINO when installed
         return importlib.util.find_spec("onnxruntime") is not None
     if backend == "openvino":
         return importlib.util.find_spec("openvino") is not None
-    if backend == "int8":
-        return importlib.util.find_spec("onnxruntime") is not None
     return backend in BACKENDS
 
 
