@@ -56,9 +56,12 @@ def _classifier(args: argparse.Namespace):
 
     if getattr(args, "pretrained", None) and not getattr(args, "model", None):
         raise UserError("--pretrained goes with --model NAME.")
-    return load_classifier(
+    clf = load_classifier(
         args.weights, args.checkpoint, getattr(args, "model", None), getattr(args, "pretrained", None)
     )
+    if clf.warning:
+        print(f"mobilenets {args.command}: warning: {clf.warning}", file=sys.stderr)
+    return clf
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -184,12 +187,14 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise UserError("--calib goes with --int8.")
     if args.int8 and (args.format != "onnx" or not args.calib):
         raise UserError("--int8 writes an ONNX model and needs --calib DIR (images to calibrate on).")
+    if args.weight_bits != "auto" and not args.int8:
+        raise UserError("--weight-bits goes with --int8.")
     if args.qat and not args.int8:
         raise UserError("--qat goes with --int8 (quantization-aware fine-tuning of the int8 model).")
     model = _classifier(args).model
     if args.int8:
         report = export_int8(model, args.output, args.calib, args.img_size, args.calib_size,
-                             args.qat, args.qat_epochs, args.qat_lr)  # fmt: skip
+                             args.qat, args.qat_epochs, args.qat_lr, args.weight_bits)  # fmt: skip
     else:
         report = export(model, args.output, args.format, args.img_size)
     print(json.dumps(report))
@@ -203,9 +208,27 @@ def add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int8", action="store_true", help="int8 QDQ ONNX (ONNX Runtime and OpenVINO run it)")
     p.add_argument("--calib", metavar="DIR", help="calibration images (searched recursively)")
     p.add_argument("--calib-size", type=int, default=128, metavar="N")
+    p.add_argument("--weight-bits", choices=["auto", "7", "8"], default="auto",
+                   help="int8 weight bits: 8 for CPUs with VNNI/AMX/ARM dot-product, 7 for any CPU "
+                   "(auto: what this CPU runs exactly)")  # fmt: skip
     p.add_argument("--qat", metavar="DATA", help="quantization-aware fine-tuning on DATA (as train --data takes)")
     p.add_argument("--qat-epochs", type=int, default=1, metavar="N")
     p.add_argument("--qat-lr", type=float, default=1e-3, metavar="LR")
+
+
+def cmd_env(args: argparse.Namespace) -> None:
+    import json
+
+    from .env import environment, render
+
+    info = environment()
+    print(render(info))
+    if args.json:
+        print(json.dumps(info))
+
+
+def add_env(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="end with one JSON line (cpu, isa, backends, precisions, ...)")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -213,7 +236,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     import json
     from dataclasses import asdict
 
-    from .deploy.bench import bench, plot_latency, render_rows
+    from .deploy.bench import bench, bench_header, plot_latency, render_rows
     from .registry import model_entry
 
     for name in args.model:
@@ -221,7 +244,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.threads < 1:
         raise UserError("--threads must be at least 1.")
     rows = bench(args.model, [b for b in args.backends.split(",") if b], _split_ints(args.batch_sizes, "--batch-sizes"),
-                 args.threads, args.img_size, args.repeats, args.calib)  # fmt: skip
+                 args.threads, args.img_size, args.repeats, args.calib,
+                 tuple(p for p in args.precision.split(",") if p))  # fmt: skip
+    print(bench_header(args.threads), file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps([asdict(r) for r in rows]))
     else:
@@ -237,7 +262,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", nargs="+", default=["mobilenet_v3_large"], metavar="NAME")
-    p.add_argument("--backends", default="eager,fused,onnxruntime,openvino,int8")
+    p.add_argument("--backends", default="eager,fused,onnxruntime,openvino")
+    p.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16, int8 (each where it runs)")
     p.add_argument("--batch-sizes", default="1,32")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--img-size", type=int, default=224)
@@ -249,13 +275,14 @@ def add_bench(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_select(args: argparse.Namespace) -> None:
-    from .deploy.bench import select
+    from .deploy.bench import bench_header, select
 
     rows = select(args.budget_ms, args.backend, args.precision, args.threads, args.repeats)
     fits = [r for r in rows if r.fits]
+    print(bench_header(args.threads))
     print(
         f"{len(fits)} of {len(rows)} published MobileNets run within {args.budget_ms:g} ms here "
-        f"({args.backend if args.precision == 'fp32' else 'int8'}, {args.threads} threads, batch 1):"
+        f"({args.backend} {args.precision}, {args.threads} threads, batch 1):"
     )
     print(f"{'config':<22} {'top-1':>6} {'latency ms':>10} {'MAdds (M)':>9}")
     for r in fits:
@@ -268,7 +295,7 @@ def cmd_select(args: argparse.Namespace) -> None:
 def add_select(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-ms", type=float, required=True)
     p.add_argument("--backend", default="onnxruntime", choices=["eager", "fused", "compile", "onnxruntime", "openvino"])
-    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=10)
 
@@ -281,6 +308,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "export": ("export to ONNX (optionally int8), TorchScript or PT2", add_export, cmd_export),
     "bench": ("latency per backend on this device, torchvision as the baseline", add_bench, cmd_bench),
     "select": ("which MobileNets fit a latency budget on this device", add_select, cmd_select),
+    "env": ("versions, the CPU and its features, and which backends and precisions work here", add_env, cmd_env),
     "demo": ("the main job, offline: train, evaluate and profile a small model", add_demo, cmd_demo),
 }
 

@@ -31,6 +31,7 @@ class Classifier:
     class_names: list[str]
     description: str
     model: nn.Module | None = None
+    warning: str | None = None  # one sentence a command prints before using it
 
 
 def _names_for(num_classes: int, names: list[str] | None = None) -> list[str]:
@@ -121,11 +122,13 @@ def onnx_classifier(path: Path) -> Classifier:
                            "with `mobilenets export`.")  # fmt: skip
     info = json.loads(meta["mobilenets"])
     name = session.get_inputs()[0].name
+    from .deploy.quantize import saturation_warning
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {name: np.ascontiguousarray(x.numpy())})[0])
 
-    return Classifier(run, info["pretrained_cfg"], info["class_names"], f"ONNX {path.name}")
+    return Classifier(run, info["pretrained_cfg"], info["class_names"], f"ONNX {path.name}",
+                      warning=saturation_warning(info))  # fmt: skip
 
 
 def load_classifier(

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..cpu import cpu_info
 from ..registry import build_model
 from ..zoo import PUBLISHED, Published
-from .runtime import BACKENDS, available, build_runner, measure_ms
+from .runtime import BACKENDS, PRECISION_BACKENDS, _torch_runner, available, build_runner, check_precision, measure_ms
 
 TORCHVISION = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
 
@@ -22,6 +23,7 @@ TORCHVISION = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
 class BenchRow:
     model: str
     backend: str
+    precision: str
     batch: int
     median_ms: float
     p90_ms: float
@@ -44,16 +46,35 @@ def _stats(times: list[float], batch: int) -> tuple[float, float, float]:
     return median, p90, batch * 1e3 / median
 
 
-def bench(models: list[str], backends: list[str], batch_sizes: list[int], threads: int = 2,
-          img_size: int = 224, repeats: int = 20, calib: Any = None) -> list[BenchRow]:  # fmt: skip
-    """Median / p90 latency and images/s per (model, backend, batch), torchvision's eager model measured
-    in the same run as the baseline (``vs_torchvision_eager`` = our latency / its latency)."""
+def bench_pairs(backends: list[str], precisions: list[str]) -> list[tuple[str, str]]:
+    """The (backend, precision) pairs to measure: each backend at each precision it computes. Refuses
+    unknown or missing backends and precisions this CPU cannot keep, in one sentence."""
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise ValueError(f"Unknown backend(s) {', '.join(unknown)}; use {', '.join(BACKENDS)}.")
     missing = [b for b in backends if not available(b)]
     if missing:
-        raise ValueError(f"Backend(s) {', '.join(missing)} not installed (pip install openvino onnxruntime).")
+        raise ValueError(f"Backend(s) {', '.join(missing)} not installed (pip install {' '.join(missing)}).")
+    for precision in precisions:
+        check_precision(precision)
+    pairs = [(b, p) for p in precisions for b in backends if b in PRECISION_BACKENDS[p]]
+    if not pairs:
+        raise ValueError(f"None of the backends {', '.join(backends)} runs {', '.join(precisions)}.")
+    return pairs
+
+
+def bench_header(threads: int) -> str:
+    """The machine a benchmark ran on, for the top of its table."""
+    cpu = cpu_info()
+    return f"# CPU: {cpu.summary}; torch kernels {cpu.torch_kernels}; torch {torch.__version__}; {threads} threads"
+
+
+def bench(models: list[str], backends: list[str], batch_sizes: list[int], threads: int = 2, img_size: int = 224,
+          repeats: int = 20, calib: Any = None, precisions: tuple[str, ...] = ("fp32",)) -> list[BenchRow]:  # fmt: skip
+    """Median / p90 latency and images/s per (model, backend, precision, batch), torchvision's eager fp32
+    model measured in the same run as the baseline (``vs_torchvision_eager`` = our latency / its latency).
+    Backends that do not compute a precision are left out of its rows."""
+    pairs = bench_pairs(backends, list(precisions))
     if any(b < 1 for b in batch_sizes):
         raise ValueError("--batch-sizes must be positive integers.")
     torch.set_num_threads(threads)
@@ -62,22 +83,20 @@ def bench(models: list[str], backends: list[str], batch_sizes: list[int], thread
     for name in models:
         model = build_model(name).eval()
         cache: dict[str, bytes] = {}
-        runners = {b: build_runner(model, b, threads, cache, calib, img_size) for b in backends}
+        runners = {(b, p): build_runner(model, b, threads, cache, calib, img_size, p) for b, p in pairs}
         if name in TORCHVISION:
             import torchvision
 
             ref = getattr(torchvision.models, name)().eval()
-            from .runtime import _torch_runner
-
-            runners = {"torchvision eager": _torch_runner(ref, False), **runners}
+            runners = {("torchvision eager", "fp32"): _torch_runner(ref, False), **runners}
         for batch in batch_sizes:
             x = np.random.default_rng(0).standard_normal((batch, 3, img_size, img_size), dtype=np.float32)
             base = None
-            for backend, run in runners.items():
+            for (backend, precision), run in runners.items():
                 median, p90, ips = _stats(measure_ms(run, x, repeats), batch)
                 if backend == "torchvision eager":
                     base = median
-                rows.append(BenchRow(name, backend, batch, round(median, 3), round(p90, 3), round(ips, 1),
+                rows.append(BenchRow(name, backend, precision, batch, round(median, 3), round(p90, 3), round(ips, 1),
                                      round(median / base, 3) if base else None, published_top1(name)))  # fmt: skip
     return rows
 
@@ -98,11 +117,12 @@ def plot_latency(rows: list[BenchRow], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    for backend in sorted({r.backend for r in rows}):
+    for backend, precision in sorted({(r.backend, r.precision) for r in rows}):
         pts = [(r.median_ms, r.published_top1, r.model) for r in rows
-               if r.backend == backend and r.batch == min(x.batch for x in rows) and r.published_top1]  # fmt: skip
+               if (r.backend, r.precision) == (backend, precision) and r.batch == min(x.batch for x in rows)
+               and r.published_top1]  # fmt: skip
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", label=backend)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", label=f"{backend} {precision}")
             for ms, top1, model in pts:
                 ax.annotate(model.replace("mobilenet_", ""), (ms, top1), fontsize=7)
     ax.set(xlabel="latency (ms, this device)", ylabel="published ImageNet top-1 (%)", xscale="log",
@@ -139,18 +159,14 @@ def select(budget_ms: float, backend: str = "onnxruntime", precision: str = "fp3
     published top-1 first, then the rest by latency."""
     if not budget_ms > 0:
         raise ValueError(f"--budget-ms must be positive, got {budget_ms}.")
-    if precision not in ("fp32", "int8"):
-        raise ValueError(f"--precision must be fp32 or int8, got {precision!r}.")
-    backend = "int8" if precision == "int8" else backend
-    if backend not in BACKENDS or not available(backend):
-        raise ValueError(f"Backend {backend!r} is not available; use one of {', '.join(BACKENDS)}.")
+    bench_pairs([backend], [precision])
     torch.set_num_threads(threads)
     rows = []
     for pub in tqdm(_grid(), desc="measuring", disable=not sys.stderr.isatty()):
         kwargs = {"minimalistic": True} if pub.minimalistic else {}
         model = build_model(pub.model, width_mult=pub.width_mult, **kwargs).eval()
         size = pub.resolution
-        run = build_runner(model, backend, threads, {}, torch.randn(8, 3, size, size), size)
+        run = build_runner(model, backend, threads, {}, torch.randn(8, 3, size, size), size, precision)
         x = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
         median = statistics.median(measure_ms(run, x, repeats))
         rows.append(SelectRow(pub.label, pub.top1, round(median, 3), pub.macs_m, median <= budget_ms))

@@ -80,6 +80,12 @@ def _add_metadata(data: bytes, meta: dict[str, Any]) -> bytes:
     return proto.SerializeToString()
 
 
+def read_metadata(proto: Any) -> dict[str, Any]:
+    """The ``mobilenets`` metadata entry of an ONNX model proto (empty if it has none)."""
+    entry = {p.key: p.value for p in proto.metadata_props}.get("mobilenets")
+    return json.loads(entry) if entry else {}
+
+
 def check_onnx(data: bytes, model: nn.Module, x: torch.Tensor, atol: float = 1e-4) -> float:
     """Max |diff| between ONNX Runtime and ``model`` on ``x`` (and a batch of 2); raises above ``atol``."""
     import onnxruntime as ort

@@ -38,6 +38,7 @@ def qat_finetune(
     lr: float = 1e-3,
     batch_size: int = 32,
     workers: int = 2,
+    bits: int = 7,
 ) -> nn.Module:
     """``model`` with NNCF fake quantizers, fine-tuned for ``epochs`` on the training split of ``data``
     (a folder with ``train/`` class subfolders, ``digits`` or ``cifar10``/``cifar100``, as ``mobilenets
@@ -61,7 +62,7 @@ def qat_finetune(
     loader = DataLoader(images, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=drop_last)
     fused = fuse(model)
     dataset = nncf.Dataset([calib[i : i + 1] for i in range(len(calib))])
-    quantized = nncf.quantize(fused, dataset, **nncf_options([_stem_node(fused)], len(calib)))
+    quantized = nncf.quantize(fused, dataset, **nncf_options([_stem_node(fused)], len(calib), bits))
     optimizer = torch.optim.SGD(quantized.parameters(), lr=lr, momentum=0.9)
     steps = epochs * len(loader)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
