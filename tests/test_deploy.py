@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 import onnxruntime as ort
 import pytest
 import torch
+from onnx import numpy_helper
 from PIL import Image
 
 from conftest import randomize_bn, shared_path
@@ -153,7 +153,7 @@ def test_deploy_fp32_and_int8(v3, calib_dir):
         pred(torch.randn(1, 3, 64, 64))
     q = deploy(v3, precision="int8", calib=calib_dir, img_size=96)  # int8, or a faster higher precision
     assert {"onnxruntime int8", "openvino int8", "fused"} <= set(q.timings_ms)
-    assert q.timings_ms[q.backend if q.precision == "fp32" else f"{q.backend} {q.precision}"] == min(q.timings_ms.values())
+    assert min(q.timings_ms, key=q.timings_ms.get).split()[0] == q.backend
     assert q.precision in ("int8", "fp32") and q(x).shape == (2, 1000)
     forced = deploy(v3, precision="int8", backend="openvino", calib=calib_dir, img_size=96)
     assert (forced.backend, forced.precision, list(forced.timings_ms)) == ("openvino", "int8", ["openvino int8"])
@@ -268,7 +268,7 @@ def test_env_reports_this_cpu(capsys):
     out = capsys.readouterr().out
     info = json.loads(out.strip().splitlines()[-1])
     assert {"cpu", "isa", "backends", "precisions"} <= set(info) and info["cpu"] in out
-    assert info["versions"]["torch"] == torch.__version__.split("+")[0] or info["versions"]["torch"] == torch.__version__
+    assert info["versions"]["torch"] in torch.__version__
     assert info["precisions"]["int8"]["backends"] == ["onnxruntime", "openvino"]
     assert bool(info["precisions"]["bf16"]["backends"]) == cpu_info().native_bf16
     try:
