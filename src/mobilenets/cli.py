@@ -179,20 +179,27 @@ def cmd_export(args: argparse.Namespace) -> None:
     import json
 
     from .deploy.export import export
+    from .deploy.mobile import export_mobile
     from .deploy.quantize import export_int8
 
-    if args.weights and args.weights.endswith(".onnx"):
-        raise UserError("--weights is already an ONNX file; export from a checkpoint, weights or --model.")
+    if args.weights and args.weights.endswith((".onnx", ".pte", ".mlpackage")):
+        raise UserError("--weights is already an export; export from a checkpoint, weights or --model.")
     if args.calib and not args.int8:
         raise UserError("--calib goes with --int8.")
-    if args.int8 and (args.format != "onnx" or not args.calib):
-        raise UserError("--int8 writes an ONNX model and needs --calib DIR (images to calibrate on).")
-    if args.weight_bits != "auto" and not args.int8:
-        raise UserError("--weight-bits goes with --int8.")
-    if args.qat and not args.int8:
-        raise UserError("--qat goes with --int8 (quantization-aware fine-tuning of the int8 model).")
+    if args.int8 and not args.calib:
+        raise UserError("--int8 needs --calib DIR (images to calibrate on).")
+    if args.int8 and args.format in ("torchscript", "pt2"):
+        raise UserError(f"--int8 is not offered for {args.format}; use onnx, tflite, pte or coreml.")
+    onnx_only = [f for f, on in (("--weight-bits", args.weight_bits != "auto"), ("--qat", args.qat)) if on]
+    if onnx_only and (not args.int8 or args.format != "onnx"):
+        raise UserError(f"{onnx_only[0]} goes with --int8 --format onnx.")
+    if args.channels_last_input and args.format not in ("tflite", "pte", "coreml"):
+        raise UserError("--channels-last-input is for the phone formats (tflite, pte, coreml).")
     model = _classifier(args).model
-    if args.int8:
+    if args.format in ("tflite", "pte", "coreml"):
+        report = export_mobile(model, args.output, args.format, args.img_size, calib=args.calib,
+                               calib_size=args.calib_size, channels_last_input=args.channels_last_input)  # fmt: skip
+    elif args.int8:
         report = export_int8(model, args.output, args.calib, args.img_size, args.calib_size,
                              args.qat, args.qat_epochs, args.qat_lr, args.weight_bits)  # fmt: skip
     else:
@@ -202,10 +209,12 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def add_export(p: argparse.ArgumentParser) -> None:
     add_model_source(p)
-    p.add_argument("--format", choices=["onnx", "torchscript", "pt2"], default="onnx")
+    p.add_argument("--format", choices=["onnx", "torchscript", "pt2", "tflite", "pte", "coreml"], default="onnx",
+                   help="tflite (LiteRT), pte (ExecuTorch) and coreml are for phones")  # fmt: skip
     p.add_argument("--output", required=True, metavar="PATH")
     p.add_argument("--img-size", type=int, default=None, help="default: the weights' input size")
-    p.add_argument("--int8", action="store_true", help="int8 QDQ ONNX (ONNX Runtime and OpenVINO run it)")
+    p.add_argument("--int8", action="store_true", help="int8 (onnx: QDQ; tflite, pte: PT2E; coreml: weights only)")
+    p.add_argument("--channels-last-input", action="store_true", help="phone formats: NHWC input, as camera buffers")
     p.add_argument("--calib", metavar="DIR", help="calibration images (searched recursively)")
     p.add_argument("--calib-size", type=int, default=128, metavar="N")
     p.add_argument("--weight-bits", choices=["auto", "7", "8"], default="auto",
@@ -305,7 +314,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "train": ("train or fine-tune on images (torchrun for many processes)", add_train, cmd_train),
     "predict": ("top-k classes of images", add_predict, cmd_predict),
     "eval": ("top-1 / top-5 on a folder of images", add_eval, cmd_eval),
-    "export": ("export to ONNX (optionally int8), TorchScript or PT2", add_export, cmd_export),
+    "export": ("export to ONNX, LiteRT, ExecuTorch, Core ML (int8 too), TorchScript or PT2", add_export, cmd_export),
     "bench": ("latency per backend on this device, torchvision as the baseline", add_bench, cmd_bench),
     "select": ("which MobileNets fit a latency budget on this device", add_select, cmd_select),
     "env": ("versions, the CPU and its features, and which backends and precisions work here", add_env, cmd_env),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -109,7 +110,6 @@ def _guess_architecture(state: dict[str, torch.Tensor]) -> nn.Module:
 
 
 def onnx_classifier(path: Path) -> Classifier:
-    import numpy as np
     import onnxruntime as ort
 
     try:
@@ -129,6 +129,35 @@ def onnx_classifier(path: Path) -> Classifier:
 
     return Classifier(run, info["pretrained_cfg"], info["class_names"], f"ONNX {path.name}",
                       warning=saturation_warning(info))  # fmt: skip
+
+
+def mobile_classifier(path: Path) -> Classifier:
+    """Our LiteRT / ExecuTorch / Core ML export, run in its own runtime with the preprocessing and classes
+    that travel with it (``NAME.json`` beside ``.tflite`` / ``.pte`` files, inside Core ML packages)."""
+    from .deploy import mobile
+
+    if path.suffix == ".mlpackage":
+        run, runtime = mobile.coreml_runner(path), "Core ML"  # refuses first where it cannot predict
+        import coremltools as ct
+
+        info = json.loads(ct.models.MLModel(str(path), skip_model_load=True).user_defined_metadata["mobilenets"])
+    else:
+        info = mobile.read_sidecar(path)
+        if info is None:
+            raise WeightsError(f"{path} has no {mobile.sidecar(path).name} beside it (classes, preprocessing); "
+                               "export it with `mobilenets export --format " + path.suffix[1:] + "`.")  # fmt: skip
+        mobile.check_installed(info["format"])
+        make = mobile.litert_runner if path.suffix == ".tflite" else mobile.executorch_runner
+        run, runtime = make(str(path)), "LiteRT" if path.suffix == ".tflite" else "ExecuTorch"
+    nhwc = info.get("input_layout") == "NHWC"
+
+    def batch(x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1) if nhwc else x
+        return torch.from_numpy(run(np.ascontiguousarray(x.numpy(), dtype=np.float32)))
+
+    return Classifier(
+        batch, info["pretrained_cfg"], info["class_names"], f"{runtime} {path.name} ({info['precision']})"
+    )
 
 
 def load_classifier(
@@ -151,11 +180,15 @@ def load_classifier(
         net = create_model(model, pretrained=pretrained)
         return torch_classifier(net, description=f"{model} ({pretrained or 'untrained'})")
     path = Path(weights)
+    if path.suffix == ".mlpackage" and path.is_dir():
+        return mobile_classifier(path)
     if not path.is_file():
         raise WeightsError(f"Weights file {path} does not exist.")
     if path.suffix == ".onnx":
         return onnx_classifier(path)
-    if path.suffix == ".tflite":
+    if path.suffix == ".pte" or (path.suffix == ".tflite" and path.with_name(path.name + ".json").is_file()):
+        return mobile_classifier(path)
+    if path.suffix == ".tflite":  # Google's own files: imported into PyTorch
         from .weights.tflite import load_tflite
 
         net = load_tflite(path)

@@ -14,7 +14,16 @@ from tqdm import tqdm
 from ..cpu import cpu_info
 from ..registry import build_model
 from ..zoo import PUBLISHED, Published
-from .runtime import BACKENDS, PRECISION_BACKENDS, _torch_runner, available, build_runner, check_precision, measure_ms
+from .runtime import (
+    BACKENDS,
+    PRECISION_BACKENDS,
+    _torch_runner,
+    available,
+    build_runner,
+    check_precision,
+    install_hint,
+    measure_ms,
+)
 
 TORCHVISION = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
 
@@ -54,7 +63,7 @@ def bench_pairs(backends: list[str], precisions: list[str]) -> list[tuple[str, s
         raise ValueError(f"Unknown backend(s) {', '.join(unknown)}; use {', '.join(BACKENDS)}.")
     missing = [b for b in backends if not available(b)]
     if missing:
-        raise ValueError(f"Backend(s) {', '.join(missing)} not installed (pip install {' '.join(missing)}).")
+        raise ValueError(f"Backend(s) {', '.join(missing)} not installed: {install_hint(missing)}.")
     for precision in precisions:
         check_precision(precision)
     pairs = [(b, p) for p in precisions for b in backends if b in PRECISION_BACKENDS[p]]

@@ -1,4 +1,5 @@
-"""Export to ONNX (checked against ONNX Runtime), TorchScript or a PT2 archive; atomically."""
+"""Export to ONNX (checked against ONNX Runtime), TorchScript, a PT2 archive, or the phone formats of
+:mod:`.mobile` (LiteRT, ExecuTorch, Core ML); atomically."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from ..checkpoint import atomic_write_bytes
 
-FORMATS = ("onnx", "torchscript", "pt2")
+FORMATS = ("onnx", "torchscript", "pt2", "tflite", "pte", "coreml")
 OPSET = 18
 
 
@@ -108,12 +109,34 @@ def export(
     format: str = "onnx",
     img_size: int | None = None,
     class_names: list[str] | None = None,
+    *,
+    int8: bool = False,
+    calib: Any = None,
+    channels_last_input: bool = False,
 ) -> dict[str, Any]:
-    """Write ``model`` to ``path`` as ONNX (checked in ONNX Runtime, max |diff| <= 1e-4), TorchScript or
-    PT2. The input is NCHW float, normalized as ``model.pretrained_cfg`` says; ONNX carries that, the
-    class names and the architecture in its ``mobilenets`` metadata entry. Returns a report."""
+    """Write ``model`` to ``path`` as ONNX (checked in ONNX Runtime, max |diff| <= 1e-4), TorchScript, PT2,
+    or for phones ``tflite`` / ``pte`` / ``coreml`` (:func:`.mobile.export_mobile`). The input is NCHW
+    float (NHWC with ``channels_last_input``, phone formats only), normalized as ``model.pretrained_cfg``
+    says; every file carries that, the class names and the architecture. ``int8=True`` quantizes,
+    calibrated on ``calib`` (a folder of images or a tensor): ONNX, LiteRT, ExecuTorch; Core ML int8 is
+    weight-only. Returns a report."""
     if format not in FORMATS:
         raise ExportError(f"Unknown export format {format!r}; use one of {', '.join(FORMATS)}.")
+    if int8 and calib is None:
+        raise ExportError("int8 needs calibration images: pass calib= a folder of images or a tensor.")
+    if channels_last_input and format in ("onnx", "torchscript", "pt2"):
+        raise ExportError("channels_last_input is for the phone formats (tflite, pte, coreml).")
+    if format in ("tflite", "pte", "coreml"):
+        from .mobile import export_mobile
+
+        return export_mobile(model, path, format, img_size, class_names, calib if int8 else None,
+                             channels_last_input=channels_last_input)  # fmt: skip
+    if int8:
+        if format != "onnx":
+            raise ExportError(f"int8 is not offered for {format}; use onnx, tflite, pte or coreml.")
+        from .quantize import export_int8
+
+        return export_int8(model, path, calib, img_size)
     path, size = _check_exportable(model, path, img_size)
     model = model.eval()
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))

@@ -2,9 +2,11 @@
 
 Backends: ``eager`` (PyTorch as built), ``fused`` (BN folded, channels_last), ``compile``
 (``torch.compile`` of the fused model), ``onnxruntime`` and ``openvino`` (our ONNX export; for int8 its
-QDQ int8 export). Precisions, each a promise checked where it is computed: ``fp32``; ``bf16`` (PyTorch
-with bf16 weights and activations, OpenVINO's bf16 inference precision), only on CPUs with native bf16;
-``int8`` (the QDQ file, its float parts in fp32). OpenVINO picks bf16 by itself on CPUs with AMX or
+QDQ int8 export), and the phone runtimes on this CPU, ``litert`` and ``executorch`` (XNNPACK; fp32 and
+PT2E int8; batch 1 files, so a batch runs image by image). Precisions, each a promise checked where it
+is computed: ``fp32``; ``bf16`` (PyTorch with bf16 weights and activations, OpenVINO's bf16 inference
+precision), only on CPUs with native bf16; ``int8`` (the QDQ file, its float parts in fp32; the phone
+runtimes' PT2E files). OpenVINO picks bf16 by itself on CPUs with AMX or
 AVX512-BF16 and falls back to f32 silently where bf16 is missing, so its precision hint is always set
 and read back from the compiled model.
 """
@@ -27,12 +29,13 @@ from ..cpu import PRECISIONS, cpu_info
 from .export import ExportError, _add_metadata, _onnx_bytes, model_metadata
 from .fuse import fuse
 
-BACKENDS = ("eager", "fused", "compile", "onnxruntime", "openvino")
-# Which backends compute each precision, and which of them ``deploy(backend="auto")`` measures.
+BACKENDS = ("eager", "fused", "compile", "onnxruntime", "openvino", "litert", "executorch")
+# Which backends compute each precision, and which of them ``deploy(backend="auto")`` measures (the phone
+# runtimes take 20-60 s to convert for, so they are measured only when named).
 PRECISION_BACKENDS = {
     "fp32": BACKENDS,
     "bf16": ("eager", "fused", "compile", "openvino"),
-    "int8": ("onnxruntime", "openvino"),
+    "int8": ("onnxruntime", "openvino", "litert", "executorch"),
 }
 AUTO = {
     "fp32": ("fused", "onnxruntime", "openvino"),
@@ -46,10 +49,23 @@ class PrecisionError(ValueError):
     """A precision that this CPU or backend cannot keep."""
 
 
+RUNTIME_PACKAGES = {"onnxruntime": ("onnxruntime",), "openvino": ("openvino",),
+                    "litert": ("litert_torch", "ai_edge_litert"), "executorch": ("executorch",)}  # fmt: skip
+
+
+def install_hint(backends: list[str]) -> str:
+    """What to pip install for missing backends."""
+    extras = {
+        "litert": "'mobilenets[mobile]'",
+        "executorch": "'mobilenets[mobile]'",
+        "openvino": "'mobilenets[openvino]'",
+    }
+    return "pip install " + " ".join(dict.fromkeys(extras.get(b, b) for b in backends))
+
+
 def available(backend: str) -> bool:
-    if backend in ("onnxruntime", "openvino"):
-        return importlib.util.find_spec(backend) is not None
-    return backend in BACKENDS
+    packages = RUNTIME_PACKAGES.get(backend, ())
+    return backend in BACKENDS and all(importlib.util.find_spec(p) is not None for p in packages)
 
 
 def check_precision(precision: str, backend: str | None = None) -> None:
@@ -154,6 +170,16 @@ def build_runner(model: nn.Module, backend: str, threads: int, onnx: dict[str, b
         fused = fuse(model).to(dtype=dtype, memory_format=torch.channels_last)
         return _torch_runner(torch.compile(fused) if backend == "compile" else fused, True, dtype)
     x = torch.zeros(1, 3, img_size, img_size)
+    calib_cfg = {**model.pretrained_cfg, "input_size": (3, img_size, img_size)}
+    if backend in ("litert", "executorch"):
+        from .mobile import executorch_runner, litert_runner, phone_bytes
+        from .quantize import calibration_batch
+
+        if precision == "int8" and calib is None:
+            raise ExportError("int8 needs calibration data: pass calib= a tensor or a folder of images.")
+        batch = calibration_batch(calib, calib_cfg) if precision == "int8" else None
+        data = phone_bytes(fuse(model), "tflite" if backend == "litert" else "pte", x, batch)
+        return (litert_runner if backend == "litert" else executorch_runner)(data, threads)
     if "fp32" not in onnx:
         onnx["fp32"] = _add_metadata(_onnx_bytes(model.eval(), x), model_metadata(model))
     if precision == "int8" and "int8" not in onnx:
@@ -161,8 +187,7 @@ def build_runner(model: nn.Module, backend: str, threads: int, onnx: dict[str, b
 
         if calib is None:
             raise ExportError("int8 needs calibration data: pass calib= a tensor or a folder of images.")
-        cfg = {**model.pretrained_cfg, "input_size": (3, img_size, img_size)}
-        onnx["int8"] = quantize_onnx(onnx["fp32"], calibration_batch(calib, cfg))
+        onnx["int8"] = quantize_onnx(onnx["fp32"], calibration_batch(calib, calib_cfg))
     data = onnx["int8" if precision == "int8" else "fp32"]
     return _ort_runner(data, threads) if backend == "onnxruntime" else _openvino_runner(data, threads, precision)
 

@@ -1,0 +1,294 @@
+"""Phone formats: LiteRT ``.tflite``, ExecuTorch ``.pte`` (XNNPACK delegate) and Core ML ``.mlpackage``.
+
+Each export starts from the fused model (BN folded), fp32 or int8, with a static batch of 1 as phone apps
+run it, and is run once in its own runtime before it is kept (LiteRT's interpreter, ExecuTorch's runtime;
+Core ML can only be inspected on Linux: predictions need macOS). An fp32 file that departs from PyTorch
+by more than 1e-4 of the logits' scale is refused and nothing is left behind.
+
+int8: ExecuTorch through PT2E with ``XNNPACKQuantizer``, LiteRT through litert-torch's PT2E quantizer
+(ai-edge-quantizer's static recipe breaks the squeeze-excite gating of V3), both symmetric per-channel
+weights and per-tensor activations calibrated on the user's images; Core ML int8 is weight-only
+(``linear_quantize_weights``): activation quantization needs predictions, so a Mac.
+
+The class names and preprocessing travel with every file: inside the Core ML model's metadata, and in a
+JSON file with the same stem beside ``.tflite`` and ``.pte`` files (which carry no such metadata here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint import atomic_write_bytes
+from .export import ExportError, model_metadata
+from .fuse import fuse
+
+MOBILE_FORMATS = ("tflite", "pte", "coreml")
+PACKAGES = {"tflite": ("litert_torch", "ai_edge_litert"), "pte": ("executorch",), "coreml": ("coremltools",)}
+RTOL = 1e-4
+
+
+def check_installed(fmt: str) -> None:
+    """One sentence naming the extra when a format's converter or runtime is missing."""
+    missing = [p for p in PACKAGES[fmt] if importlib.util.find_spec(p) is None]
+    if missing:
+        raise ExportError(f"--format {fmt} needs {', '.join(missing)}: pip install 'mobilenets[mobile]'.")
+
+
+class NHWCInput(nn.Module):
+    """Takes NHWC images, as Android and iOS camera buffers are laid out, and runs ``model`` on NCHW."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.permute(0, 3, 1, 2))
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The converters' and runtimes' progress output, logs and warnings (Python's and their native
+    libraries', written straight to file descriptor 2) kept off the user's terminal."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _pt2e(model: nn.Module, x: torch.Tensor, quantizer: Any, calib: torch.Tensor, fold: bool = True) -> nn.Module:
+    """The PT2E int8 model: prepared, calibrated one image at a time (the exported batch size), converted."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    prepared = prepare_pt2e(torch.export.export(model, (x,)).module(), quantizer)
+    with torch.no_grad():
+        for image in calib:
+            prepared(image[None])
+    return convert_pt2e(prepared, fold_quantize=fold)
+
+
+def _tflite_bytes(model: nn.Module, x: torch.Tensor, calib: torch.Tensor | None) -> bytes:
+    import litert_torch
+
+    options = {}
+    if calib is not None:
+        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+        from litert_torch.quantize.quant_config import QuantConfig
+
+        quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        model = _pt2e(model, x, quantizer, calib, fold=False)
+        options["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
+    with tempfile.TemporaryDirectory() as tmp:
+        litert_torch.convert(model, (x,), **options).export(os.path.join(tmp, "m.tflite"))
+        return Path(tmp, "m.tflite").read_bytes()
+
+
+def _pte_bytes(model: nn.Module, x: torch.Tensor, calib: torch.Tensor | None) -> bytes:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    if calib is not None:
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+
+        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        model = _pt2e(model, x, quantizer, calib)
+    program = torch.export.export(model, (x,))
+    return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+
+
+def _coreml_model(model: nn.Module, x: torch.Tensor, int8: bool, meta: dict[str, Any]) -> Any:
+    import coremltools as ct
+
+    program = torch.export.export(model, (x,)).run_decompositions({})
+    ml = ct.convert(
+        program,
+        convert_to="mlprogram",
+        minimum_deployment_target=ct.target.iOS17,
+        compute_precision=ct.precision.FLOAT32,
+    )  # fp32 as asked (Core ML defaults to fp16)
+    spec = ml.get_spec()
+    ct.utils.rename_feature(spec, spec.description.input[0].name, "input")
+    ct.utils.rename_feature(spec, spec.description.output[0].name, "logits")
+    ml = ct.models.MLModel(spec, weights_dir=ml.weights_dir)
+    if int8:
+        from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
+
+        config = OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear_symmetric"))
+        ml = linear_quantize_weights(ml, config)
+    ml.user_defined_metadata["mobilenets"] = json.dumps(meta)
+    ml.short_description = f"{meta['model']}: {len(meta['class_names'])}-class image classifier (mobilenets)"
+    return ml
+
+
+def phone_bytes(model: nn.Module, fmt: str, x: torch.Tensor, calib: torch.Tensor | None) -> bytes:
+    """A ``tflite`` or ``pte`` file's bytes for an eval-mode model taking ``x``; int8 when ``calib`` is given."""
+    with _quiet():
+        return (_tflite_bytes if fmt == "tflite" else _pte_bytes)(model, x, calib)
+
+
+def sidecar(path: Path) -> Path:
+    """The JSON file that carries a ``.tflite`` / ``.pte`` export's classes and preprocessing: the file's
+    name plus ``.json`` (``m.tflite.json``), so that a ``.tflite`` and a ``.pte`` of one stem, or a
+    training folder's ``model.json``, never share one."""
+    return path.with_name(path.name + ".json")
+
+
+def read_sidecar(path: Path) -> dict[str, Any] | None:
+    side = sidecar(path)
+    return json.loads(side.read_text()) if side.is_file() else None
+
+
+def litert_runner(data: bytes | str, threads: int = 2) -> Callable[[np.ndarray], np.ndarray]:
+    """A batch function over a ``.tflite`` file (its bytes or path) in LiteRT's interpreter (XNNPACK),
+    one image at a time (the file's batch is 1). Takes the file's own layout."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    kind = "model_content" if isinstance(data, bytes) else "model_path"
+    with _quiet():
+        interpreter = Interpreter(**{kind: data}, num_threads=threads)
+        interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        outs = []
+        for image in x:
+            interpreter.set_tensor(inp, np.ascontiguousarray(image[None], dtype=np.float32))
+            interpreter.invoke()
+            outs.append(interpreter.get_tensor(out).copy())
+        return np.concatenate(outs)
+
+    return run
+
+
+def executorch_runner(data: bytes | str, threads: int = 2) -> Callable[[np.ndarray], np.ndarray]:
+    """A batch function over a ``.pte`` program (bytes or path) in ExecuTorch's runtime (XNNPACK), one
+    image at a time. Threads are set through ExecuTorch's only handle for them, a private call."""
+    with _quiet():
+        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+        from executorch.runtime import Runtime
+
+        _unsafe_reset_threadpool(threads)
+        method = Runtime.get().load_program(data).load_method("forward")
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([method.execute((torch.from_numpy(image[None]).float(),))[0].numpy() for image in x])
+
+    return run
+
+
+def _check_runtime(fmt: str, data: bytes, reference: nn.Module, x: torch.Tensor, int8: bool) -> dict[str, Any]:
+    """Run the export once in its own runtime: fp32 within 1e-4 of the logits' scale, int8 finite."""
+    if fmt == "coreml":
+        return {"runtime_check": "spec only: Core ML predictions need macOS"}
+    run = litert_runner(data) if fmt == "tflite" else executorch_runner(data)
+    batch = torch.cat([x, x.flip(-1) * 0.5])
+    with torch.inference_mode():
+        ref = reference(batch).numpy()
+    got = run(batch.numpy())
+    rel = float(np.abs(got - ref).max() / (np.abs(ref).max() + 1e-12))
+    runtime = "LiteRT" if fmt == "tflite" else "ExecuTorch"
+    if not np.isfinite(got).all() or (not int8 and rel > RTOL):
+        raise ExportError(f"{runtime}'s outputs differ from PyTorch's by {rel:.1e} of the logits' scale "
+                          f"(> {RTOL}); nothing was written.")  # fmt: skip
+    return {"runtime_check": runtime, "max_rel_diff": rel}
+
+
+def export_mobile(
+    model: nn.Module,
+    path: str | os.PathLike,
+    format: str,
+    img_size: int | None = None,
+    class_names: list[str] | None = None,
+    calib: Any = None,
+    calib_size: int = 128,
+    channels_last_input: bool = False,
+) -> dict[str, Any]:
+    """Write ``model`` as a ``.tflite``, ``.pte`` or Core ML ``.mlpackage`` at ``path``; int8 when
+    ``calib`` (a folder of images or an N x 3 x H x W tensor) is given. Checked in its runtime first
+    (see the module doc); returns a report."""
+    from .export import _check_exportable
+    from .quantize import calibration_batch
+
+    if format not in MOBILE_FORMATS:
+        raise ExportError(f"Unknown phone format {format!r}; use one of {', '.join(MOBILE_FORMATS)}.")
+    check_installed(format)
+    path, size = _check_exportable(model, path, img_size)
+    meta = model_metadata(model, class_names)
+    cfg = meta["pretrained_cfg"] = {**meta["pretrained_cfg"], "input_size": (3, size, size)}
+    batch = calibration_batch(calib, cfg, calib_size) if calib is not None else None
+    if batch is not None and tuple(batch.shape[-2:]) != (size, size):
+        raise ExportError(f"Calibration inputs are {tuple(batch.shape[-2:])}, but the export is {size}x{size}.")
+    net = fuse(model.eval())
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    if channels_last_input:
+        net, x = NHWCInput(net).eval(), x.permute(0, 2, 3, 1).contiguous()
+        batch = batch.permute(0, 2, 3, 1).contiguous() if batch is not None else None
+    meta |= {"format": format, "input_layout": "NHWC" if channels_last_input else "NCHW", "batch": 1,
+             "precision": "int8" if batch is not None else "fp32"}  # fmt: skip
+    int8 = batch is not None
+    if format == "coreml":
+        with _quiet():
+            ml = _coreml_model(net, x, int8, meta)
+    else:
+        data = phone_bytes(net, format, x, batch)
+    report = {"path": str(path), "format": format, "img_size": size, "precision": meta["precision"],
+              "input_layout": meta["input_layout"]}  # fmt: skip
+    if format == "coreml":
+        report |= _check_runtime(format, b"", net, x, int8)
+        _save_package(ml, path)
+        report["bytes"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        return report
+    report |= _check_runtime(format, data, net, x, int8)
+    atomic_write_bytes(sidecar(path), json.dumps(meta).encode())
+    atomic_write_bytes(path, data)
+    return report | {"bytes": len(data), "metadata": str(sidecar(path))}
+
+
+def _save_package(ml: Any, path: Path) -> None:
+    """Save a Core ML package (a folder) under a temporary name, then move it into place."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        ml.save(str(tmp))
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def coreml_runner(path: str | os.PathLike) -> Callable[[np.ndarray], np.ndarray]:
+    """A batch function over a Core ML package; predictions exist only on macOS."""
+    if platform.system() != "Darwin":
+        raise ExportError(f"{Path(path).name} is a Core ML model: its predictions need macOS (coremltools "
+                          "cannot run it on Linux); evaluate the .tflite or .pte export here instead.")  # fmt: skip
+    check_installed("coreml")
+    import coremltools as ct
+
+    ml = ct.models.MLModel(str(path))
+    return lambda x: np.concatenate([ml.predict({"input": image[None]})["logits"] for image in x])
