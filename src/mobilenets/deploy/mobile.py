@@ -163,23 +163,36 @@ def read_sidecar(path: Path) -> dict[str, Any] | None:
     return json.loads(side.read_text()) if side.is_file() else None
 
 
-def litert_runner(data: bytes | str, threads: int = 2) -> Callable[[np.ndarray], np.ndarray]:
-    """A batch function over a ``.tflite`` file (its bytes or path) in LiteRT's interpreter (XNNPACK),
-    one image at a time (the file's batch is 1). Takes the file's own layout."""
+def litert_io(data: bytes | str, threads: int = 2) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """LiteRT's interpreter over a ``.tflite`` (bytes or path), with its input and output details."""
     from ai_edge_litert.interpreter import Interpreter
 
     kind = "model_content" if isinstance(data, bytes) else "model_path"
     with _quiet():
         interpreter = Interpreter(**{kind: data}, num_threads=threads)
         interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    return interpreter, interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+
+
+def litert_runner(data: bytes | str, threads: int = 2) -> Callable[[np.ndarray], np.ndarray]:
+    """A batch function over a ``.tflite`` file (its bytes or path) in LiteRT's interpreter (XNNPACK),
+    one image at a time (the file's batch is 1), float in and out: int8 inputs and outputs (what
+    litert-torch's int8 files have) are quantized and dequantized with the file's own scales."""
+    interpreter, inp, out = litert_io(data, threads)
+    in_scale, in_zero = inp["quantization"]
+    out_scale, out_zero = out["quantization"]
 
     def run(x: np.ndarray) -> np.ndarray:
         outs = []
         for image in x:
-            interpreter.set_tensor(inp, np.ascontiguousarray(image[None], dtype=np.float32))
+            image = image[None].astype(np.float32)
+            if in_scale:
+                info = np.iinfo(inp["dtype"])
+                image = np.clip(np.round(image / in_scale) + in_zero, info.min, info.max).astype(inp["dtype"])
+            interpreter.set_tensor(inp["index"], np.ascontiguousarray(image))
             interpreter.invoke()
-            outs.append(interpreter.get_tensor(out).copy())
+            y = interpreter.get_tensor(out["index"])
+            outs.append((y.astype(np.float32) - out_zero) * out_scale if out_scale else y.copy())
         return np.concatenate(outs)
 
     return run
@@ -264,6 +277,13 @@ def export_mobile(
         report["bytes"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         return report
     report |= _check_runtime(format, data, net, x, int8)
+    if format == "tflite":  # what an app feeds: float, or int8 with these scales (litert-torch's int8 files)
+        _, inp, out = litert_io(data)
+        meta["io"] = {
+            d["name"]: {"dtype": np.dtype(d["dtype"]).name, "shape": d["shape"].tolist(),
+                        "scale_zero_point": list(map(float, d["quantization"]))}
+            for d in (inp, out)
+        }  # fmt: skip
     atomic_write_bytes(sidecar(path), json.dumps(meta).encode())
     atomic_write_bytes(path, data)
     return report | {"bytes": len(data), "metadata": str(sidecar(path))}

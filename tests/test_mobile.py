@@ -1,0 +1,135 @@
+"""Phone formats: LiteRT (.tflite), ExecuTorch (.pte) and Core ML, checked in their own runtimes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import randomize_bn, shared_path
+from mobilenets import create_model, export
+from mobilenets.cli import main
+from mobilenets.deploy import mobile
+from mobilenets.deploy.export import ExportError
+from mobilenets.inference import load_classifier
+
+
+def needs(fmt: str) -> None:
+    """Skip, with the reason, where a format's converter or runtime is not installed."""
+    try:
+        mobile.check_installed(fmt)
+    except ExportError as exc:
+        pytest.skip(str(exc))
+
+
+def _scaled(name: str, **kwargs) -> torch.nn.Module:
+    """Random weights with random BN statistics and a classifier rescaled to logits of about unit size,
+    so that a parity check cannot pass on near-zero outputs."""
+    model = randomize_bn(create_model(name, **kwargs))
+    with torch.no_grad():
+        scale = model(torch.randn(2, 3, 64, 64)).abs().max()
+        model.classifier[-1].weight.div_(scale)
+        model.classifier[-1].bias.zero_()
+    return model
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "pte"])
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"])
+def test_fp32_parity_in_the_phone_runtime(fmt, name, tmp_path):
+    """The export's own check (1e-4 of the logits' scale) and an independent run of the written file."""
+    needs(fmt)
+    model = _scaled(name, width_mult=0.5)
+    path = tmp_path / f"m.{fmt}"
+    report = export(model, path, fmt, img_size=64)
+    assert report["max_rel_diff"] <= 1e-4 and report["precision"] == "fp32"
+    meta = json.loads((tmp_path / f"m.{fmt}.json").read_text())
+    assert meta["model"] == name and meta["pretrained_cfg"]["input_size"] == [3, 64, 64]
+    x = torch.randn(3, 3, 64, 64)
+    with torch.inference_mode():
+        ref = model(x)
+    got = load_classifier(str(path)).run(x)
+    assert ref.abs().max() > 0.1 and (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+def test_channels_last_input_and_refusals(tmp_path, monkeypatch, capsys):
+    """NHWC input for camera buffers; mistakes get one sentence and leave nothing behind."""
+    needs("tflite")
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = _scaled("mobilenet_v3_small", width_mult=0.5)
+    path = tmp_path / "nhwc.tflite"
+    export(model, path, "tflite", img_size=64, channels_last_input=True)
+    assert list(Interpreter(str(path)).get_input_details()[0]["shape"]) == [1, 64, 64, 3]
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        ref = model(x)
+    assert (load_classifier(str(path)).run(x) - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with pytest.raises(ExportError, match="features_only"):
+        export(create_model("mobilenet_v2", features_only=True), bad / "f.tflite", "tflite")
+    with pytest.raises(ExportError, match="not a writable folder"):
+        export(model, bad / "missing" / "m.pte", "pte")
+    with pytest.raises(ExportError, match="does not exist"):
+        export(model, bad / "m.pte", "pte", int8=True, calib=bad / "no-such-folder")
+    monkeypatch.setattr(mobile, "RTOL", 0.0)  # a runtime that departs from PyTorch: refused
+    with pytest.raises(ExportError, match="nothing was written"):
+        export(model, bad / "m.tflite", "tflite", img_size=64)
+    assert list(bad.iterdir()) == []
+    assert main(["export", "--model", "mobilenet_v2", "--format", "onnx", "--channels-last-input",
+                 "--output", str(bad / "m.onnx")]) == 2  # fmt: skip
+    assert "phone formats" in capsys.readouterr().err
+
+
+def test_coreml_spec_metadata_and_weight_int8(tmp_path, capsys):
+    """Core ML as far as Linux allows: the spec's input/output names and shapes, the metadata, int8
+    weights about 4x smaller; asking it to predict here is one sentence."""
+    needs("coreml")
+    import coremltools as ct
+
+    model = _scaled("mobilenet_v3_small")
+    fp32, int8 = tmp_path / "m.mlpackage", tmp_path / "q.mlpackage"
+    export(model, fp32, "coreml", img_size=96)
+    calib = torch.randn(4, 3, 96, 96)
+    report = export(model, int8, "coreml", img_size=96, int8=True, calib=calib)
+    spec = ct.models.MLModel(str(fp32), skip_model_load=True).get_spec()
+    (inp,), (out,) = spec.description.input, spec.description.output
+    assert inp.name == "input" and list(inp.type.multiArrayType.shape) == [1, 3, 96, 96]
+    assert out.name == "logits"
+    meta = json.loads(spec.description.metadata.userDefined["mobilenets"])
+    assert meta["model"] == "mobilenet_v3_small" and len(meta["class_names"]) == 1000
+    size = sum(f.stat().st_size for f in fp32.rglob("*") if f.is_file())
+    assert size > 4 * 2.4e6 and 3.0 < size / report["bytes"] < 4.5  # fp32 weights; int8 ones
+    if mobile.platform.system() != "Darwin":
+        from PIL import Image
+
+        Image.new("RGB", (120, 100), (90, 140, 30)).save(tmp_path / "photo.jpg")
+        assert main(["predict", str(tmp_path / "photo.jpg"), "--weights", str(fp32)]) == 2
+        assert main(["eval", "--weights", str(fp32), "--data", "digits"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 2 and all("predictions need macOS" in line for line in err)
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "pte"])
+def test_int8_accuracy_on_real_images(fmt, tmp_path):
+    """Google's MobileNetV2 (TFLite), int8 calibrated on ants/bees, run in the phone runtime: top-1 within
+    1 point of the fp32 model on the 1300 real images, file about 4x smaller than fp32."""
+    needs(fmt)
+    from mobilenets.evaluate import evaluate
+    from mobilenets.inference import torch_classifier
+    from mobilenets.weights.tflite import load_tflite
+
+    model = load_tflite(shared_path("weights", "mobilenet_v2_1.0_224_quant.tflite"))
+    data = shared_path("imagenet-val-1300")
+    path = tmp_path / f"q.{fmt}"
+    assert main(["export", "--weights", str(shared_path("weights", "mobilenet_v2_1.0_224_quant.tflite")),
+                 "--format", fmt, "--int8", "--calib", str(shared_path("hymenoptera", "train")),
+                 "--output", str(path)]) == 0  # fmt: skip
+    fp32 = evaluate(torch_classifier(model), data)
+    int8 = evaluate(load_classifier(str(path)), data)
+    assert int8["n"] == fp32["n"] == 1300 and fp32["top1"] > 0.75
+    assert fp32["top1"] - int8["top1"] <= 0.01, (fp32, int8)
+    assert json.loads((tmp_path / f"q.{fmt}.json").read_text())["precision"] == "int8"
+    assert 3.3e6 < path.stat().st_size < 4.4e6  # fp32: 14 MB
