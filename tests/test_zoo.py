@@ -24,13 +24,23 @@ def rows():
 
 
 def test_every_published_row_is_reproduced(rows):
-    assert len(rows) == len(PUBLISHED) >= 45
+    """To one unit of the printed figure's last digit; rows with a stated gap (MobileNetV4's M and L
+    models, whose paper figures sit ~5% below the authors' reference spec) within 9%."""
+    assert len(rows) == len(PUBLISHED) >= 50
+
+    def off(ours: float, published: float, gap: str | None, unit: float | None = None) -> bool:
+        return abs(ours - published) > (0.09 * published if gap else unit or _unit(published))
+
     bad = [
         (r.config, r.source, r.macs_m, r.our_macs_m, r.params_m, r.our_params_m)
         for r in rows
-        if abs(r.our_macs_m - r.macs_m) > _unit(r.macs_m) or abs(r.our_params_m - r.params_m) > _unit(r.params_m)
+        if off(r.our_macs_m, r.macs_m, r.gap, r.macs_unit_m) or off(r.our_params_m, r.params_m, r.gap)
     ]
     assert not bad
+    gaps = [r for r in rows if r.gap]
+    assert [r.model for r in gaps] == ["mobilenet_v4_conv_medium", "mobilenet_v4_conv_large",
+                                       "mobilenet_v4_hybrid_medium", "mobilenet_v4_hybrid_large"]  # fmt: skip
+    assert all(r.our_params_m > r.params_m for r in gaps)  # the reference spec is the larger one
 
 
 def test_headline_counts_exact():

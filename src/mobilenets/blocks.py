@@ -1,12 +1,31 @@
-"""The two MobileNet blocks: depthwise separable convolution (V1) and the inverted residual with a
-linear bottleneck (V2, V3)."""
+"""The MobileNet blocks: depthwise separable convolution (V1), the inverted residual with a linear
+bottleneck (V2, V3), and MobileNetV4's Universal Inverted Bottleneck, fused inverted bottleneck and
+Mobile MQA attention."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .layers import ConvNormAct, SqueezeExcite
+from .layers import ConvNormAct, LayerScale, SqueezeExcite, conv2d
+
+_EXPLICIT_ATTENTION = ContextVar("explicit_attention", default=False)
+
+
+@contextlib.contextmanager
+def explicit_attention() -> Iterator[None]:
+    """Inside: attention as explicit matmuls and softmax instead of ``F.scaled_dot_product_attention``
+    (the same numbers; what ``FlopCounterMode`` can count on the CPU, where it counts SDPA as zero)."""
+    token = _EXPLICIT_ATTENTION.set(True)
+    try:
+        yield
+    finally:
+        _EXPLICIT_ATTENTION.reset(token)
 
 
 class DepthwiseSeparable(nn.Module):
@@ -60,3 +79,127 @@ class InvertedResidual(nn.Module):
         # in place on the projection's own output (as torchvision): its backward never needs it, and
         # the block input x, which a caller may hold, is left untouched
         return y.add_(x) if self.use_residual else y
+
+
+class UniversalInvertedBottleneck(nn.Module):
+    """MobileNetV4's UIB: an optional depthwise conv before the expansion (BN, no activation), 1x1
+    expansion, an optional depthwise conv after it (BN + activation), linear 1x1 projection, optional
+    layer scale; a residual when the shape is kept. Its four instances are which depthwise convs exist:
+    ExtraDW (both), IB (the middle one: MobileNetV2's block), ConvNext-like (the first), FFN (neither).
+    A strided block strides in the middle depthwise conv, or in the first when there is no middle one."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        mid_ch: int,
+        out_ch: int,
+        *,
+        start_kernel: int = 0,
+        kernel: int = 3,
+        stride: int = 1,
+        dilation: int = 1,
+        act: str = "relu",
+        layer_scale: float | None = None,
+        **norm: object,
+    ) -> None:
+        super().__init__()
+        self.use_residual = stride == 1 and in_ch == out_ch
+        start_stride = 1 if kernel else stride
+        self.dw_start = (
+            ConvNormAct(in_ch, in_ch, start_kernel, start_stride, dilation=dilation, groups=in_ch, act=None, **norm)
+            if start_kernel
+            else nn.Identity()
+        )
+        self.expand = ConvNormAct(in_ch, mid_ch, 1, act=act, **norm)
+        self.dw_mid = (
+            ConvNormAct(mid_ch, mid_ch, kernel, stride, dilation=dilation, groups=mid_ch, act=act, **norm)
+            if kernel
+            else nn.Identity()
+        )
+        self.project = ConvNormAct(mid_ch, out_ch, 1, act=None, **norm)
+        self.layer_scale = LayerScale(out_ch, layer_scale) if layer_scale else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.layer_scale(self.project(self.dw_mid(self.expand(self.dw_start(x)))))
+        return y.add_(x) if self.use_residual else y
+
+
+class FusedInvertedBottleneck(nn.Module):
+    """FusedIB (MobileNetV4's stride-4 stage): a full kxk convolution that expands (BN + activation),
+    then a linear 1x1 projection; a residual when the shape is kept."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        mid_ch: int,
+        out_ch: int,
+        *,
+        kernel: int = 3,
+        stride: int = 1,
+        dilation: int = 1,
+        act: str = "relu",
+        **norm: object,
+    ) -> None:
+        super().__init__()
+        self.use_residual = stride == 1 and in_ch == out_ch
+        self.expand = ConvNormAct(in_ch, mid_ch, kernel, stride, dilation=dilation, act=act, **norm)
+        self.project = ConvNormAct(mid_ch, out_ch, 1, act=None, **norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.expand(x))
+        return y.add_(x) if self.use_residual else y
+
+
+class MobileMQA(nn.Module):
+    """Mobile multi-query attention (MobileNetV4's hybrids): BN of the input, ``heads`` query heads
+    sharing one key and one value head, keys and values optionally downsampled by a stride-``kv_stride``
+    3x3 depthwise conv + BN each, output projection, layer scale, residual. 1x1 convolutions without
+    bias; scaled dot-product attention with scale ``key_dim ** -0.5``."""
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        heads: int,
+        key_dim: int,
+        kv_stride: int = 1,
+        dilation: int = 1,
+        layer_scale: float | None = None,
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+        padding: str = "symmetric",
+    ) -> None:
+        super().__init__()
+        self.heads, self.key_dim = heads, key_dim
+        norm = dict(bn_eps=bn_eps, bn_momentum=bn_momentum, padding=padding)
+        self.norm = nn.BatchNorm2d(channels, eps=bn_eps, momentum=bn_momentum)
+        self.query = conv2d(channels, heads * key_dim, 1)
+
+        def down() -> nn.Module:
+            if kv_stride == 1:
+                return nn.Identity()
+            return ConvNormAct(channels, channels, 3, kv_stride, dilation=dilation, groups=channels, act=None, **norm)
+
+        self.key_down, self.value_down = down(), down()
+        self.key, self.value = conv2d(channels, key_dim, 1), conv2d(channels, key_dim, 1)
+        self.output = conv2d(heads * key_dim, channels, 1)
+        self.layer_scale = LayerScale(channels, layer_scale) if layer_scale else nn.Identity()
+
+    def init_weights(self) -> None:
+        """Xavier-uniform projections and downsampling convs, as timm found steadier for the hybrids."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.xavier_uniform_(m.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        y = self.norm(x)
+        q = self.query(y).reshape(b, self.heads, self.key_dim, h * w).transpose(-1, -2)  # B, heads, HW, d
+        k = self.key(self.key_down(y)).flatten(2).transpose(1, 2).unsqueeze(1)  # B, 1, M, d: shared
+        v = self.value(self.value_down(y)).flatten(2).transpose(1, 2).unsqueeze(1)
+        if _EXPLICIT_ATTENTION.get():
+            o = ((q * self.key_dim**-0.5) @ k.transpose(-1, -2)).softmax(-1) @ v
+        else:
+            o = F.scaled_dot_product_attention(q, k, v)
+        o = o.transpose(1, 2).reshape(b, h, w, self.heads * self.key_dim).permute(0, 3, 1, 2)
+        return x + self.layer_scale(self.output(o))

@@ -1,17 +1,19 @@
-"""Small building layers shared by every MobileNet: rounding, conv-norm-act, squeeze-and-excite."""
+"""Small building layers shared by every MobileNet: rounding, conv-norm-act, squeeze-and-excite, layer scale."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "relu6": nn.ReLU6,
-    "hswish": nn.Hardswish,
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "relu6": lambda: nn.ReLU6(inplace=True),
+    "hswish": lambda: nn.Hardswish(inplace=True),
+    "gelu": nn.GELU,  # exact (erf) form, as timm's MobileNetV4-Hybrid-L
 }
 
 
@@ -26,13 +28,14 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 
 
 def make_activation(name: str | None) -> nn.Module:
-    """The activation module for a spec name (``relu``, ``relu6``, ``hswish``) or identity for None.
+    """The activation module for a spec name (``relu``, ``relu6``, ``hswish``, ``gelu``) or identity for
+    None.
 
-    In place, as torchvision's: it only ever follows a BN or linear layer inside our own units, whose
-    backward does not need their output, so no tensor a user holds (a feature map, a block output) is
-    ever overwritten.
+    In place where PyTorch offers it, as torchvision's: it only ever follows a BN or linear layer inside
+    our own units, whose backward does not need their output, so no tensor a user holds (a feature map,
+    a block output) is ever overwritten.
     """
-    return nn.Identity() if name is None else ACTIVATIONS[name](inplace=True)
+    return nn.Identity() if name is None else ACTIVATIONS[name]()
 
 
 class SamePadConv2d(nn.Conv2d):
@@ -113,3 +116,14 @@ class SqueezeExcite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = self.gate(self.fc2(self.act(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
         return x * scale
+
+
+class LayerScale(nn.Module):
+    """A learned per-channel scale of a residual branch (MobileNetV4's hybrids: initialised to 1e-5)."""
+
+    def __init__(self, channels: int, init: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((channels,), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma.view(1, -1, 1, 1)

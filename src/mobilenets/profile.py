@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .blocks import explicit_attention
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -27,11 +29,12 @@ class Profile:
 
 
 def count_macs(model: nn.Module, input_size: int = 224, in_chans: int = 3) -> int:
-    """Multiply-adds for one ``input_size`` image: ``FlopCounterMode``'s count halved."""
+    """Multiply-adds for one ``input_size`` image: ``FlopCounterMode``'s count halved, attention included
+    (run as explicit matmuls: ``FlopCounterMode`` counts the CPU's fused attention kernel as zero)."""
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), explicit_attention(), FlopCounterMode(display=False) as counter:
             model(torch.zeros(1, in_chans, input_size, input_size))
     finally:
         model.train(was_training)

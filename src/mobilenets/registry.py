@@ -15,12 +15,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def default_cfg(input_size: int = 224) -> dict[str, Any]:
-    """Preprocessing for a model without Google's weights: torchvision's ImageNet evaluation."""
+def default_cfg(input_size: int = 224, crop_pct: float = 0.875, interpolation: str = "bilinear") -> dict[str, Any]:
+    """Preprocessing for a model without Google's weights: ImageNet evaluation (torchvision's for V1-V3,
+    timm's for V4)."""
     return dict(
         input_size=(3, input_size, input_size),
-        crop_pct=0.875,
-        interpolation="bilinear",
+        crop_pct=crop_pct,
+        interpolation=interpolation,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
     )
@@ -34,6 +35,7 @@ class ModelEntry:
     bn_eps: float
     dropout: float
     options: tuple[str, ...] = field(default=())
+    cfg: dict[str, Any] = field(default_factory=default_cfg)
 
 
 _V3_OPTIONS = ("minimalistic", "reduced_tail", "dilated")
@@ -52,6 +54,19 @@ MODELS: dict[str, ModelEntry] = {
         0.2,
         _V3_OPTIONS,
     ),
+}
+# MobileNetV4: BN eps 1e-5 as timm (its weights are the only published ones); dropout 0.2 (the reference's
+# configs; 0.3 for Conv-S); timm's evaluation preprocessing at each model's native resolution.
+_V4 = {
+    "mobilenet_v4_conv_small": (specs.V4_CONV_SMALL, 32, "relu", None, 0.3, default_cfg(224, 0.875, "bicubic")),
+    "mobilenet_v4_conv_medium": (specs.V4_CONV_MEDIUM, 32, "relu", None, 0.2, default_cfg(256, 0.95, "bicubic")),
+    "mobilenet_v4_conv_large": (specs.V4_CONV_LARGE, 24, "relu", None, 0.2, default_cfg(384, 0.95, "bicubic")),
+    "mobilenet_v4_hybrid_medium": (specs.V4_HYBRID_MEDIUM, 32, "relu", 1e-5, 0.2, default_cfg(256, 0.95, "bicubic")),
+    "mobilenet_v4_hybrid_large": (specs.V4_HYBRID_LARGE, 24, "gelu", 1e-5, 0.2, default_cfg(384, 0.95, "bicubic")),
+}
+MODELS |= {
+    name: ModelEntry(partial(specs.resolve_v4, table, stem, act, scale), 1e-5, dropout, cfg=cfg)
+    for name, (table, stem, act, scale, dropout, cfg) in _V4.items()
 }
 COMMON_OPTIONS = (
     "num_classes",
@@ -117,5 +132,5 @@ def build_model(name: str, **kwargs: Any) -> MobileNet:
     )
     model.model_name = name
     model.model_args = dict(kwargs)
-    model.pretrained_cfg = default_cfg()
+    model.pretrained_cfg = dict(entry.cfg)
     return model

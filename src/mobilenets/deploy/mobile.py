@@ -17,6 +17,7 @@ JSON file with the same stem beside ``.tflite`` and ``.pte`` files (which carry 
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import io
 import json
@@ -89,10 +90,29 @@ def _pt2e(model: nn.Module, x: torch.Tensor, quantizer: Any, calib: torch.Tensor
     return convert_pt2e(prepared, fold_quantize=fold)
 
 
+class Clamp6(nn.Module):
+    """ReLU6 written as ``clamp(x, 0, 6)``: the same numbers, but litert-torch's int8 conversion keeps its
+    quantization right, which it does not for ReLU6's ``hardtanh`` (measured on Google's MobileNetV2:
+    43% top-1 agreement with the fake-quantized model with ``hardtanh``, 97% with ``clamp``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x, 0.0, 6.0)
+
+
+def _relu6_as_clamp(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every ``nn.ReLU6`` replaced by :class:`Clamp6`."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        for name, child in module.named_children():
+            if isinstance(child, nn.ReLU6):
+                setattr(module, name, Clamp6())
+    return model
+
+
 def _tflite_bytes(model: nn.Module, x: torch.Tensor, calib: torch.Tensor | None) -> bytes:
     import litert_torch
 
-    options = {}
+    model, options = _relu6_as_clamp(model), {}
     if calib is not None:
         from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
         from litert_torch.quantize.quant_config import QuantConfig

@@ -52,10 +52,34 @@ def _torchvision_modules(spec: NetSpec, v3: bool) -> Iterator[tuple[str, str]]:
         yield "classifier", "classifier.1"
 
 
+def _timm_v4_block(b: LayerSpec, ours: str, theirs: str) -> Iterator[tuple[str, str]]:
+    """timm's MobileNetV4 blocks: ``UniversalInvertedResidual``, ``EdgeResidual``, ``MobileAttention``."""
+    if b.layer_scale:
+        yield f"{ours}.layer_scale", f"{theirs}.layer_scale"
+    if b.kind == "fused":
+        yield from ((f"{ours}.expand.0", f"{theirs}.conv_exp"), (f"{ours}.expand.1", f"{theirs}.bn1"),
+                    (f"{ours}.project.0", f"{theirs}.conv_pwl"), (f"{ours}.project.1", f"{theirs}.bn2"))  # fmt: skip
+    elif b.kind == "uib":
+        parts = [("dw_start", "dw_start")] * bool(b.start_kernel) + [("expand", "pw_exp")]
+        parts += [("dw_mid", "dw_mid")] * bool(b.kernel) + [("project", "pw_proj")]
+        for mine, timm in parts:
+            yield from ((f"{ours}.{mine}.0", f"{theirs}.{timm}.conv"), (f"{ours}.{mine}.1", f"{theirs}.{timm}.bn"))
+    else:  # mqa
+        yield from ((f"{ours}.norm", f"{theirs}.norm"), (f"{ours}.query", f"{theirs}.attn.query.proj"),
+                    (f"{ours}.output", f"{theirs}.attn.output.proj"))  # fmt: skip
+        for part in ("key", "value"):
+            yield f"{ours}.{part}", f"{theirs}.attn.{part}.proj"
+            if b.kv_stride > 1:
+                yield from ((f"{ours}.{part}_down.0", f"{theirs}.attn.{part}.down_conv"),
+                            (f"{ours}.{part}_down.1", f"{theirs}.attn.{part}.norm"))  # fmt: skip
+
+
 def _timm_block(b: LayerSpec, ours: str, theirs: str) -> Iterator[tuple[str, str]]:
     se = [(f"{ours}.se.fc1", f"{theirs}.se.conv_reduce"), (f"{ours}.se.fc2", f"{theirs}.se.conv_expand")]
     se = se if b.se_ch else []
-    if b.kind == "conv":
+    if b.kind in ("uib", "fused", "mqa"):
+        yield from _timm_v4_block(b, ours, theirs)
+    elif b.kind == "conv":
         yield from ((f"{ours}.0", f"{theirs}.conv"), (f"{ours}.1", f"{theirs}.bn1"))
     elif b.kind == "dws" or b.mid_ch == b.in_ch:  # timm's DepthwiseSeparableConv
         pw = "pw" if b.kind == "dws" else "project"
@@ -87,7 +111,9 @@ def _timm_modules(spec: NetSpec) -> Iterator[tuple[str, str]]:
         yield from _timm_block(b, f"blocks.{i}", f"blocks.{b.stage}.{i - first[b.stage]}")
     if spec.head_conv:
         yield from (("head_conv.0", "conv_head"), ("head_conv.1", "bn2"))
-    if spec.head_hidden:
+    if spec.head_norm:
+        yield from (("pre_logits.0.0", "conv_head"), ("pre_logits.0.1", "norm_head"))
+    elif spec.head_hidden:
         yield "pre_logits.0", "conv_head"
     yield "classifier", "classifier"
 
