@@ -111,3 +111,24 @@ def test_hybrid_exports_to_onnx(tmp_path):
     model = randomize_bn(create_model("mobilenet_v4_hybrid_medium", num_classes=10))
     report = export(model, tmp_path / "h.onnx", img_size=128)
     assert report["max_abs_diff_onnxruntime"] <= 1e-4
+
+
+def test_pretrained_timm_through_the_hub_cache(tmp_path, monkeypatch):
+    """``pretrained="timm"`` reads timm's in1k release from the torch.hub cache (offline: one sentence
+    naming what to fetch), with timm's preprocessing for it."""
+    from safetensors.torch import save_file
+
+    from mobilenets.weights.hub import WeightsError
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    with pytest.raises(WeightsError, match="mobilenetv4_conv_medium.e500_r256_in1k"):
+        create_model("mobilenet_v4_conv_medium", pretrained="timm")
+    ref = _random_timm("mobilenetv4_conv_medium")
+    (tmp_path / "checkpoints").mkdir(exist_ok=True)
+    save_file(ref.state_dict(), tmp_path / "checkpoints" / "mobilenetv4_conv_medium.e500_r256_in1k.safetensors")
+    model = create_model("mobilenet_v4_conv_medium", pretrained="timm").eval()
+    assert model.pretrained_cfg["input_size"] == (3, 256, 256) and model.pretrained_cfg["crop_pct"] == 0.95
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        assert (model(x) - ref(x)).abs().max() <= 1e-5 * ref(x).abs().max()

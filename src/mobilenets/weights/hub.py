@@ -32,6 +32,18 @@ TIMM_WEIGHTS = {
     ("mobilenet_v3_small", 0.5): "mobilenetv3_small_050.lamb_in1k",
     ("mobilenet_v3_small", 0.75): "mobilenetv3_small_075.lamb_in1k",
     ("mobilenet_v3_small", 1.0): "mobilenetv3_small_100.lamb_in1k",
+    ("mobilenet_v4_conv_small", 1.0): "mobilenetv4_conv_small.e2400_r224_in1k",
+    ("mobilenet_v4_conv_medium", 1.0): "mobilenetv4_conv_medium.e500_r256_in1k",
+    ("mobilenet_v4_conv_large", 1.0): "mobilenetv4_conv_large.e600_r384_in1k",
+    ("mobilenet_v4_hybrid_medium", 1.0): "mobilenetv4_hybrid_medium.ix_e550_r256_in1k",
+    ("mobilenet_v4_hybrid_large", 1.0): "mobilenetv4_hybrid_large.ix_e600_r384_in1k",
+}
+# timm's evaluation input size and crop for tags not at 224 px / 0.875 (its pretrained_cfg).
+TIMM_EVAL = {
+    "mobilenetv4_conv_medium.e500_r256_in1k": (256, 0.95),
+    "mobilenetv4_conv_large.e600_r384_in1k": (384, 0.95),
+    "mobilenetv4_hybrid_medium.ix_e550_r256_in1k": (256, 0.95),
+    "mobilenetv4_hybrid_large.ix_e600_r384_in1k": (384, 0.95),
 }
 
 
@@ -130,9 +142,10 @@ def _timm_release(name: str, width_mult: float) -> tuple[Path, dict[str, Any]]:
         have = ", ".join(f"{n} width_mult={w}" for n, w in TIMM_WEIGHTS)
         raise WeightsError(f"timm publishes no weights for {name} width_mult={width_mult}; it has {have}.")
     url = f"https://huggingface.co/timm/{tag}/resolve/main/model.safetensors"
+    size, crop = TIMM_EVAL.get(tag, (224, 0.875))
     cfg = dict(
-        input_size=(3, 224, 224),
-        crop_pct=0.875,
+        input_size=(3, size, size),
+        crop_pct=crop,
         interpolation="bicubic",
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
