@@ -16,7 +16,7 @@ from conftest import randomize_bn, shared_path
 from mobilenets import create_model, deploy, export, fuse
 from mobilenets.cli import main
 from mobilenets.cpu import CpuInfo, cpu_info
-from mobilenets.deploy import quantize
+from mobilenets.deploy import int8_settings
 from mobilenets.deploy.export import ExportError
 from mobilenets.deploy.quantize import export_int8
 from mobilenets.deploy.runtime import PrecisionError, _openvino_runner
@@ -128,15 +128,15 @@ def test_int8_runs_in_onnxruntime_and_openvino(v3, tmp_path, calib_dir):
 def test_weight_bits_follow_the_cpu(monkeypatch):
     """8-bit weights where int8 dot products accumulate in 32 bits (VNNI, AMX), 7-bit where AVX2 saturates;
     an 8-bit file on an AVX2 CPU is warned about in one sentence."""
-    monkeypatch.setattr(quantize, "cpu_info", lambda: AMX)
-    assert quantize.weight_bits() == 8 and quantize.int8_metadata(8)["made_on"].startswith("Intel Xeon")
-    assert quantize.saturation_warning({"int8": {"weight_bits": 8}}) is None
-    monkeypatch.setattr(quantize, "cpu_info", lambda: AVX2)
-    assert quantize.weight_bits() == 7 and quantize.weight_bits("8") == 8
-    assert "re-export with --weight-bits 7" in quantize.saturation_warning({"int8": {"weight_bits": 8}})
-    assert quantize.saturation_warning({"int8": {"weight_bits": 7}}) is None
+    monkeypatch.setattr(int8_settings, "cpu_info", lambda: AMX)
+    assert int8_settings.weight_bits() == 8 and int8_settings.int8_metadata(8)["made_on"].startswith("Intel Xeon")
+    assert int8_settings.saturation_warning({"int8": {"weight_bits": 8}}) is None
+    monkeypatch.setattr(int8_settings, "cpu_info", lambda: AVX2)
+    assert int8_settings.weight_bits() == 7 and int8_settings.weight_bits("8") == 8
+    assert "re-export with --weight-bits 7" in int8_settings.saturation_warning({"int8": {"weight_bits": 8}})
+    assert int8_settings.saturation_warning({"int8": {"weight_bits": 7}}) is None
     with pytest.raises(ExportError, match="weight bits must be auto, 7 or 8"):
-        quantize.weight_bits(4)
+        int8_settings.weight_bits(4)
 
 
 def test_deploy_fp32_and_int8(v3, calib_dir):

@@ -130,6 +130,6 @@ def test_int8_accuracy_on_real_images(fmt, tmp_path):
     fp32 = evaluate(torch_classifier(model), data)
     int8 = evaluate(load_classifier(str(path)), data)
     assert int8["n"] == fp32["n"] == 1300 and fp32["top1"] > 0.75
-    assert fp32["top1"] - int8["top1"] <= 0.01, (fp32, int8)
+    assert fp32["top1"] - int8["top1"] <= 0.01 + 1e-9, (fp32, int8)  # ExecuTorch: 80.00% -> 79.00% here
     assert json.loads((tmp_path / f"q.{fmt}.json").read_text())["precision"] == "int8"
     assert 3.3e6 < path.stat().st_size < 4.4e6  # fp32: 14 MB

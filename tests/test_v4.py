@@ -7,7 +7,7 @@ import torch
 
 from conftest import randomize_bn
 from mobilenets import convert_state_dict, create_model, export, list_models, profile
-from mobilenets.blocks import MobileMQA, explicit_attention
+from mobilenets.models.blocks import MobileMQA, explicit_attention
 
 timm = pytest.importorskip("timm")
 

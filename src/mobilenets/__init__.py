@@ -5,9 +5,9 @@ from __future__ import annotations
 from torch import nn
 
 from .deploy import deploy, export, fuse
-from .layers import make_divisible
+from .models.layers import make_divisible
+from .models.registry import build_model, list_models
 from .profile import Profile, profile
-from .registry import build_model, list_models
 from .weights import convert_state_dict, load_pretrained
 from .weights.tflite import load_tflite
 

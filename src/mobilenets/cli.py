@@ -246,7 +246,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from dataclasses import asdict
 
     from .deploy.bench import bench, bench_header, plot_latency, render_rows
-    from .registry import model_entry
+    from .models.registry import model_entry
 
     for name in args.model:
         model_entry(name)
@@ -334,8 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .deploy.export import ExportError
-    from .evaluate import DataError
-    from .preprocess import BadImageError
+    from .preprocess import BadImageError, DataError
     from .train import TrainingError
     from .weights.hub import WeightsError
 

@@ -15,8 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from .evaluate import DataError, class_folders, list_images
-from .preprocess import BadImageError, load_rgb
+from .preprocess import BadImageError, DataError, class_folders, list_images, load_rgb
 
 BUILTIN = ("digits", "cifar10", "cifar100")
 CIFAR = {

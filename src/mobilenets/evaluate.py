@@ -14,28 +14,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .classes import imagenet_wnids
+from .data import BUILTIN, load_train_data
 from .inference import Classifier
-from .preprocess import IMAGE_EXTENSIONS, BadImageError, eval_resize_crop, preprocess, to_tensor
-
-
-class DataError(ValueError):
-    """A dataset folder that cannot be used as given; the message says why."""
-
-
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-
-
-def class_folders(root: Path) -> list[Path]:
-    """The class subfolders of ``root``; empty ones are an error naming them."""
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not folders:
-        raise DataError(f"{root} has no class subfolders (and no labels.csv with images/).")
-    empty = [p.name for p in folders if not list_images(p)]
-    if empty:
-        raise DataError(f"Class folder(s) with no images in {root}: {', '.join(empty)}; "
-                        "add images or remove them.")  # fmt: skip
-    return folders
+from .preprocess import BadImageError, DataError, class_folders, eval_resize_crop, list_images, preprocess, to_tensor
 
 
 @dataclass
@@ -53,7 +34,6 @@ def find_eval_set(data: str | Path, model_classes: list[str]) -> EvalSet:
     (``data/val`` or ``data/test`` first if present). Folder names map to the model's classes by
     name, by ImageNet wnid for 1000-class models, or else by sorted order when the counts agree.
     """
-    from .data import BUILTIN, load_train_data
 
     if str(data) in BUILTIN:
         val = load_train_data(str(data)).val

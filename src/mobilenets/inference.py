@@ -65,7 +65,7 @@ def read_model_json(folder: Path) -> dict[str, Any]:
 
 def load_checkpoint(path: str | Path) -> nn.Module:
     """Our training output: a folder (``best.safetensors`` + ``model.json``) or a weights file in one."""
-    from .registry import build_model
+    from .models.registry import build_model
 
     path = Path(path)
     if not path.exists():
@@ -88,7 +88,7 @@ def load_checkpoint(path: str | Path) -> nn.Module:
 
 def _guess_architecture(state: dict[str, torch.Tensor]) -> nn.Module:
     """Our model for a bare torchvision/timm/ours state dict, found by trying each configuration."""
-    from .registry import build_model
+    from .models.registry import build_model
     from .weights.convert import convert_for
     from .weights.tflite import CANDIDATES
 
@@ -122,7 +122,7 @@ def onnx_classifier(path: Path) -> Classifier:
                            "with `mobilenets export`.")  # fmt: skip
     info = json.loads(meta["mobilenets"])
     name = session.get_inputs()[0].name
-    from .deploy.quantize import saturation_warning
+    from .deploy.int8_settings import saturation_warning
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {name: np.ascontiguousarray(x.numpy())})[0])

@@ -81,3 +81,23 @@ class EvalTransform:
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         return to_tensor(eval_resize_crop(img, self.cfg), self.cfg)
+
+
+class DataError(ValueError):
+    """A dataset folder that cannot be used as given; the message says why."""
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def class_folders(root: Path) -> list[Path]:
+    """The class subfolders of ``root``; empty ones are an error naming them."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise DataError(f"{root} has no class subfolders (and no labels.csv with images/).")
+    empty = [p.name for p in folders if not list_images(p)]
+    if empty:
+        raise DataError(f"Class folder(s) with no images in {root}: {', '.join(empty)}; "
+                        "add images or remove them.")  # fmt: skip
+    return folders

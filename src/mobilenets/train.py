@@ -32,10 +32,11 @@ from tqdm import tqdm
 
 from .checkpoint import atomic_save_safetensors, atomic_torch_save, atomic_write_bytes, atomic_write_json
 from .data import ImageDataset, TrainData, build_transforms, load_train_data
-from .evaluate import DataError, topk_hits
+from .evaluate import topk_hits
 from .inference import BEST, MODEL_JSON
+from .models.registry import build_model, model_entry
+from .preprocess import DataError
 from .recipes import RECIPES, Recipe
-from .registry import build_model, model_entry
 
 AMP = ("none", "bf16", "fp16")
 

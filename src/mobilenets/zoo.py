@@ -25,8 +25,8 @@ import io
 import json
 from dataclasses import asdict, dataclass
 
+from .models.registry import build_model
 from .profile import profile
-from .registry import build_model
 
 V1_PAPER = "MobileNetV1 paper (Howard et al. 2017), Table {}"
 V2_PAPER = "MobileNetV2 paper (Sandler et al. 2018), Table 4"

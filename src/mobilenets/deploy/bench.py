@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from ..cpu import cpu_info
-from ..registry import build_model
+from ..models.registry import build_model
 from ..zoo import PUBLISHED, Published
 from .runtime import (
     BACKENDS,

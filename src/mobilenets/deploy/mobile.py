@@ -91,9 +91,10 @@ def _pt2e(model: nn.Module, x: torch.Tensor, quantizer: Any, calib: torch.Tensor
 
 
 class Clamp6(nn.Module):
-    """ReLU6 written as ``clamp(x, 0, 6)``: the same numbers, but litert-torch's int8 conversion keeps its
-    quantization right, which it does not for ReLU6's ``hardtanh`` (measured on Google's MobileNetV2:
-    43% top-1 agreement with the fake-quantized model with ``hardtanh``, 97% with ``clamp``)."""
+    """ReLU6 written as ``clamp(x, 0, 6)``: the same numbers, but the int8 conversions keep it right, which
+    they do not for ReLU6's ``hardtanh``. Measured on Google's MobileNetV2: LiteRT int8 agreed with the
+    fake-quantized model on 43% of images with ``hardtanh``, 97% with ``clamp`` (top-1 79.08%);
+    ExecuTorch int8 top-1 went from 78.62% to 79.00%."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp(x, 0.0, 6.0)
@@ -112,7 +113,7 @@ def _relu6_as_clamp(model: nn.Module) -> nn.Module:
 def _tflite_bytes(model: nn.Module, x: torch.Tensor, calib: torch.Tensor | None) -> bytes:
     import litert_torch
 
-    model, options = _relu6_as_clamp(model), {}
+    options = {}
     if calib is not None:
         from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
         from litert_torch.quantize.quant_config import QuantConfig
@@ -168,7 +169,7 @@ def _coreml_model(model: nn.Module, x: torch.Tensor, int8: bool, meta: dict[str,
 def phone_bytes(model: nn.Module, fmt: str, x: torch.Tensor, calib: torch.Tensor | None) -> bytes:
     """A ``tflite`` or ``pte`` file's bytes for an eval-mode model taking ``x``; int8 when ``calib`` is given."""
     with _quiet():
-        return (_tflite_bytes if fmt == "tflite" else _pte_bytes)(model, x, calib)
+        return (_tflite_bytes if fmt == "tflite" else _pte_bytes)(_relu6_as_clamp(model), x, calib)
 
 
 def sidecar(path: Path) -> Path:

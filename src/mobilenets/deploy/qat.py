@@ -1,7 +1,7 @@
 """Quantization-aware fine-tuning with NNCF, for when post-training int8 loses too much accuracy.
 
 The model is fused (BN folded, as in the int8 export), NNCF inserts fake quantizers with the same
-settings as post-training quantization (:func:`.quantize.nncf_options`) and initialises their ranges on
+settings as post-training quantization (:func:`.int8_settings.nncf_options`) and initialises their ranges on
 the calibration images, then weights and ranges are fine-tuned on labelled images (SGD, cosine
 schedule). PyTorch's ONNX exporter writes the fake quantizers as QuantizeLinear/DequantizeLinear pairs:
 the same kind of QDQ model as post-training quantization, run by ONNX Runtime and OpenVINO alike.
@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from ..data import ImageDataset, build_transforms, load_train_data
 from .export import ExportError
 from .fuse import fuse
-from .quantize import nncf_options
+from .int8_settings import nncf_options, shrink_weights, stem_nodes
 
 
 def _stem_node(model: nn.Module) -> str:
@@ -83,7 +83,6 @@ def qat_onnx(quantized: nn.Module, x: torch.Tensor) -> bytes:
     import onnx
 
     from .export import _onnx_bytes
-    from .quantize import shrink_weights, stem_nodes
 
     plain = nncf.strip(quantized, do_copy=True, example_input=x)
     model = onnx.load_from_string(_onnx_bytes(plain, x))

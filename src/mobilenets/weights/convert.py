@@ -1,6 +1,6 @@
 """torchvision and timm state dicts -> ours, by naming each of our modules in the source's layout.
 
-The layouts are generated from the same :class:`~mobilenets.specs.NetSpec` that builds our model, so a
+The layouts are generated from the same :class:`~mobilenets.models.spec.NetSpec` that builds our model, so a
 converted state dict is complete by construction and any key the source lacks is named in the error.
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import nn
 
-from ..registry import build_model
-from ..specs import LayerSpec, NetSpec
+from ..models.registry import build_model
+from ..models.spec import LayerSpec, NetSpec
 
 SOURCES = ("torchvision", "timm", "mobilenets")
 TORCHVISION_FAMILIES = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")

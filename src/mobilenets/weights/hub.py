@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..registry import IMAGENET_MEAN, IMAGENET_STD
+from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from .convert import convert_for
 
 # torchvision's recommended ImageNet weights per model (the weight enum gives URL and transforms).

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..registry import build_model
+from ..models.registry import build_model
 from .hub import WeightsError
 
 CANDIDATES: tuple[tuple[str, float, bool], ...] = (

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from . import specs
+from . import mobilenet_v1, mobilenet_v2, mobilenet_v3, mobilenet_v4
 from .model import MobileNet
+from .spec import NetSpec, for_small_input, with_in_chans
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,7 +32,7 @@ def default_cfg(input_size: int = 224, crop_pct: float = 0.875, interpolation: s
 class ModelEntry:
     """What a model name means: how to resolve its spec, its defaults and the options it adds."""
 
-    resolve: Callable[..., specs.NetSpec]
+    resolve: Callable[..., NetSpec]
     bn_eps: float
     dropout: float
     options: tuple[str, ...] = field(default=())
@@ -40,16 +41,16 @@ class ModelEntry:
 
 _V3_OPTIONS = ("minimalistic", "reduced_tail", "dilated")
 MODELS: dict[str, ModelEntry] = {
-    "mobilenet_v1": ModelEntry(specs.resolve_v1, 1e-5, 1e-3),
-    "mobilenet_v2": ModelEntry(specs.resolve_v2, 1e-5, 0.2),
+    "mobilenet_v1": ModelEntry(mobilenet_v1.resolve_v1, 1e-5, 1e-3),
+    "mobilenet_v2": ModelEntry(mobilenet_v2.resolve_v2, 1e-5, 0.2),
     "mobilenet_v3_large": ModelEntry(
-        partial(specs.resolve_v3, specs.V3_LARGE, specs.V3_LARGE_LAST, specs.V3_LARGE_HEAD),
+        partial(mobilenet_v3.resolve_v3, mobilenet_v3.V3_LARGE, mobilenet_v3.V3_LARGE_LAST, mobilenet_v3.V3_LARGE_HEAD),
         1e-3,
         0.2,
         _V3_OPTIONS,
     ),
     "mobilenet_v3_small": ModelEntry(
-        partial(specs.resolve_v3, specs.V3_SMALL, specs.V3_SMALL_LAST, specs.V3_SMALL_HEAD),
+        partial(mobilenet_v3.resolve_v3, mobilenet_v3.V3_SMALL, mobilenet_v3.V3_SMALL_LAST, mobilenet_v3.V3_SMALL_HEAD),
         1e-3,
         0.2,
         _V3_OPTIONS,
@@ -57,16 +58,18 @@ MODELS: dict[str, ModelEntry] = {
 }
 # MobileNetV4: BN eps 1e-5 as timm (its weights are the only published ones); dropout 0.2 (the reference's
 # configs; 0.3 for Conv-S); timm's evaluation preprocessing at each model's native resolution.
-_V4 = {
-    "mobilenet_v4_conv_small": (specs.V4_CONV_SMALL, 32, "relu", None, 0.3, default_cfg(224, 0.875, "bicubic")),
-    "mobilenet_v4_conv_medium": (specs.V4_CONV_MEDIUM, 32, "relu", None, 0.2, default_cfg(256, 0.95, "bicubic")),
-    "mobilenet_v4_conv_large": (specs.V4_CONV_LARGE, 24, "relu", None, 0.2, default_cfg(384, 0.95, "bicubic")),
-    "mobilenet_v4_hybrid_medium": (specs.V4_HYBRID_MEDIUM, 32, "relu", 1e-5, 0.2, default_cfg(256, 0.95, "bicubic")),
-    "mobilenet_v4_hybrid_large": (specs.V4_HYBRID_LARGE, 24, "gelu", 1e-5, 0.2, default_cfg(384, 0.95, "bicubic")),
+_V4 = {  # table, stem width, activation, layer scale, dropout, preprocessing
+    "mobilenet_v4_conv_small": (mobilenet_v4.V4_CONV_SMALL, 32, "relu", None, 0.3, (224, 0.875)),
+    "mobilenet_v4_conv_medium": (mobilenet_v4.V4_CONV_MEDIUM, 32, "relu", None, 0.2, (256, 0.95)),
+    "mobilenet_v4_conv_large": (mobilenet_v4.V4_CONV_LARGE, 24, "relu", None, 0.2, (384, 0.95)),
+    "mobilenet_v4_hybrid_medium": (mobilenet_v4.V4_HYBRID_MEDIUM, 32, "relu", 1e-5, 0.2, (256, 0.95)),
+    "mobilenet_v4_hybrid_large": (mobilenet_v4.V4_HYBRID_LARGE, 24, "gelu", 1e-5, 0.2, (384, 0.95)),
 }
 MODELS |= {
-    name: ModelEntry(partial(specs.resolve_v4, table, stem, act, scale), 1e-5, dropout, cfg=cfg)
-    for name, (table, stem, act, scale, dropout, cfg) in _V4.items()
+    name: ModelEntry(
+        partial(mobilenet_v4.resolve_v4, table, stem, act, scale), 1e-5, dropout, cfg=default_cfg(*eval_size, "bicubic")
+    )
+    for name, (table, stem, act, scale, dropout, eval_size) in _V4.items()
 }
 COMMON_OPTIONS = (
     "num_classes",
@@ -116,9 +119,9 @@ def build_model(name: str, **kwargs: Any) -> MobileNet:
         if output_stride not in (16, 32):
             raise ValueError("dilated=True means output_stride=16; pass one or the other.")
         output_stride = 16
-    spec = specs.with_in_chans(entry.resolve(width_mult=float(width_mult), **v3), in_chans)
+    spec = with_in_chans(entry.resolve(width_mult=float(width_mult), **v3), in_chans)
     if kwargs.get("small_input"):
-        spec = specs.for_small_input(spec)
+        spec = for_small_input(spec)
     model = MobileNet(
         spec,
         num_classes=kwargs.get("num_classes", 1000),

@@ -1,4 +1,4 @@
-"""One MobileNet module, built from a :class:`~mobilenets.specs.NetSpec`: stem, blocks, head, features."""
+"""One MobileNet module, built from a :class:`~mobilenets.models.spec.NetSpec`: stem, blocks, head, features."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from .blocks import (
     UniversalInvertedBottleneck,
 )
 from .layers import ConvNormAct, make_activation
-from .specs import LayerSpec, NetSpec
+from .spec import LayerSpec, NetSpec
 
 OUTPUT_STRIDES = (8, 16, 32)
 

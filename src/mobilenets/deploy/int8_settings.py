@@ -1,0 +1,104 @@
+"""The int8 settings shared by post-training quantization (:mod:`.quantize`) and quantization-aware
+fine-tuning (:mod:`.qat`): NNCF's options, the weight bits for a CPU, what the file records of them, and
+the compact storage of the weights.
+
+Weight bits follow the CPU that will run the file (:func:`weight_bits`; default: this one). x86 CPUs
+without VNNI (AVX2) add pairs of u8 x s8 products in 16 bits, which saturates with full-range weights:
+there weights use 7 of the 8 bits (NNCF's overflow fix for every convolution). CPUs with 32-bit int8 dot
+products (AVX512-VNNI, AVX-VNNI, AMX, ARM dot-product) do not saturate and get full 8-bit weights. The
+choice is stored in the file's metadata (``int8``), and running an 8-bit file on a CPU that saturates
+it is warned about.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..cpu import cpu_info
+from .export import ExportError
+
+
+def weight_bits(bits: int | str = "auto") -> int:
+    """7 or 8: ``"auto"`` gives 8 where this CPU has 32-bit int8 dot products, else 7."""
+    if bits == "auto":
+        return 8 if cpu_info().int8_dot else 7
+    if bits not in (7, 8, "7", "8"):
+        raise ExportError(f"int8 weight bits must be auto, 7 or 8, got {bits!r}.")
+    return int(bits)
+
+
+def int8_metadata(bits: int) -> dict[str, Any]:
+    """What an int8 file records of its settings (the ``int8`` entry of its metadata)."""
+    runs_on = "any CPU" if bits == 7 else "CPUs with VNNI, AMX or ARM dot-product (AVX2 alone saturates)"
+    return {"weight_bits": bits, "activations": "uint8 per tensor", "runs_exactly_on": runs_on,
+            "made_on": cpu_info().summary}  # fmt: skip
+
+
+def saturation_warning(meta: dict[str, Any]) -> str | None:
+    """One sentence when an int8 file's weights saturate on this CPU, else None."""
+    if meta.get("int8", {}).get("weight_bits") == 8 and not cpu_info().int8_dot:
+        return ("This int8 file has full 8-bit weights, made for CPUs with VNNI/AMX; this "
+                f"{cpu_info().model} saturates them and loses accuracy: re-export with --weight-bits 7.")  # fmt: skip
+    return None
+
+
+def nncf_options(stem: list[str], subset_size: int, bits: int) -> dict[str, Any]:
+    """The ``nncf.quantize`` settings this package uses for post-training and quantization-aware
+    training alike: mixed preset, ``bits``-bit weights (7 or 8), the stem (node names ``stem``) left in
+    fp32. Quiets NNCF's logging to errors."""
+    import logging
+
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    nncf.set_log_level(logging.ERROR)
+    return dict(preset=nncf.QuantizationPreset.MIXED, subset_size=subset_size,
+                ignored_scope=nncf.IgnoredScope(names=stem),
+                advanced_parameters=AdvancedQuantizationParameters(
+                    overflow_fix=OverflowFix.ENABLE if bits == 7 else OverflowFix.DISABLE))  # fmt: skip
+
+
+def stem_nodes(model: Any) -> list[str]:
+    """Names of the ONNX nodes that read the image (the stem convolution)."""
+    return [node.name for node in model.graph.node if model.graph.input[0].name in node.input]
+
+
+def shrink_weights(model: Any, keep: set[str]) -> None:
+    """Store the weights compactly, in place.
+
+    Weights under a ``QuantizeLinear`` (what PyTorch's exporter writes for fake-quantized weights) are
+    quantized once into the file as int8. Float convolution weights NNCF left unquantized (squeeze-excite
+    layers, kept in fp32 for accuracy) are stored as fp16 and cast back: compute stays fp32, the runtimes
+    fold the cast when loading. (Stored as int8 with a DequantizeLinear, OpenVINO dequantized them on
+    every call: V3-Small ran 1.3x slower.) Convolutions named in ``keep`` keep their fp32 weights."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    weights = {t.name: t for t in model.graph.initializer}
+    consts = dict(weights)  # values of constant tensors, through Constant and Identity nodes
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            consts[n.output[0]] = n.attribute[0].t
+        elif n.op_type == "Identity" and n.input[0] in consts:
+            consts[n.output[0]] = consts[n.input[0]]
+    for node in list(model.graph.node):
+        if node.op_type == "QuantizeLinear" and node.input[0] in weights:
+            w, scale, zero = (numpy_helper.to_array(consts[n]) for n in node.input)
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            shape = [-1 if d == axis else 1 for d in range(w.ndim)] if scale.ndim else []
+            info = np.iinfo(zero.dtype)
+            q = np.clip(np.round(w / scale.reshape(shape)) + zero.reshape(shape), info.min, info.max)
+            model.graph.initializer.append(numpy_helper.from_array(q.astype(zero.dtype), node.output[0]))
+            model.graph.node.remove(node)
+        elif node.op_type == "Conv" and node.input[1] in weights and node.name not in keep:
+            name = node.input[1]
+            half = numpy_helper.from_array(numpy_helper.to_array(weights[name]).astype(np.float16), f"{name}.fp16")
+            model.graph.initializer.remove(weights[name])
+            model.graph.initializer.append(half)
+            cast = helper.make_node("Cast", [half.name], [name], to=onnx.TensorProto.FLOAT)
+            model.graph.node.insert(list(model.graph.node).index(node), cast)
+    used = {i for node in model.graph.node for i in node.input}
+    for t in [t for t in model.graph.initializer if t.name not in used]:
+        model.graph.initializer.remove(t)
