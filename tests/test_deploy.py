@@ -197,6 +197,7 @@ def _top1(path, x: np.ndarray, y: np.ndarray, exact: bool = False) -> float:
     return float((pred == y).mean())
 
 
+@pytest.mark.slow
 def test_int8_accuracy_on_real_images(tmp_path):
     """Google's MobileNetV2 (TFLite), int8 calibrated on ants/bees: top-1 drop <= 1 point on 1300 images,
     with the weight bits chosen for this CPU, in ONNX Runtime's int8 kernels here. On AVX2 CPUs the 8-bit

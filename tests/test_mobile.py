@@ -29,13 +29,17 @@ def _scaled(name: str, **kwargs) -> torch.nn.Module:
     model = randomize_bn(create_model(name, **kwargs))
     with torch.no_grad():
         scale = model(torch.randn(2, 3, 64, 64)).abs().max()
-        model.classifier[-1].weight.div_(scale)
-        model.classifier[-1].bias.zero_()
+        model.classifier.weight.div_(scale)
+        model.classifier.bias.zero_()
     return model
 
 
 @pytest.mark.parametrize("fmt", ["tflite", "pte"])
-@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"])
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) for n in ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large")]
+    + ["mobilenet_v3_small"],
+)
 def test_fp32_parity_in_the_phone_runtime(fmt, name, tmp_path):
     """The export's own check (1e-4 of the logits' scale) and an independent run of the written file."""
     needs(fmt)
@@ -112,6 +116,7 @@ def test_coreml_spec_metadata_and_weight_int8(tmp_path, capsys):
         assert len(err) == 2 and all("predictions need macOS" in line for line in err)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["tflite", "pte"])
 def test_int8_accuracy_on_real_images(fmt, tmp_path):
     """Google's MobileNetV2 (TFLite), int8 calibrated on ants/bees, run in the phone runtime: top-1 within
@@ -126,10 +131,11 @@ def test_int8_accuracy_on_real_images(fmt, tmp_path):
     path = tmp_path / f"q.{fmt}"
     assert main(["export", "--weights", str(shared_path("weights", "mobilenet_v2_1.0_224_quant.tflite")),
                  "--format", fmt, "--int8", "--calib", str(shared_path("hymenoptera", "train")),
-                 "--output", str(path)]) == 0  # fmt: skip
+                 "--calib-size", "256", "--output", str(path)]) == 0  # fmt: skip
     fp32 = evaluate(torch_classifier(model), data)
     int8 = evaluate(load_classifier(str(path)), data)
     assert int8["n"] == fp32["n"] == 1300 and fp32["top1"] > 0.75
-    assert fp32["top1"] - int8["top1"] <= 0.01 + 1e-9, (fp32, int8)  # ExecuTorch: 80.00% -> 79.00% here
+    lost = round((fp32["top1"] - int8["top1"]) * 1300)  # images: 13 is 1 point (ExecuTorch: exactly 13 here)
+    assert lost <= 13, (fp32, int8)
     assert json.loads((tmp_path / f"q.{fmt}.json").read_text())["precision"] == "int8"
     assert 3.3e6 < path.stat().st_size < 4.4e6  # fp32: 14 MB
