@@ -139,3 +139,25 @@ def test_int8_accuracy_on_real_images(fmt, tmp_path):
     assert lost <= 13, (fp32, int8)
     assert json.loads((tmp_path / f"q.{fmt}.json").read_text())["precision"] == "int8"
     assert 3.3e6 < path.stat().st_size < 4.4e6  # fp32: 14 MB
+
+
+def test_deploy_and_bench_phone_backends(capsys):
+    """``deploy(backend="litert" | "executorch")`` and ``bench --backends litert,executorch`` run the
+    phone runtimes here, with the same outputs as PyTorch (fp32)."""
+    needs("tflite")
+    needs("pte")
+    from mobilenets import deploy
+
+    model = _scaled("mobilenet_v3_small", width_mult=0.5)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        ref = model(x)
+    for backend in ("litert", "executorch"):
+        pred = deploy(model, backend=backend, img_size=64)
+        assert (pred.backend, pred.precision) == (backend, "fp32")
+        assert (pred(x) - ref).abs().max() <= 1e-4 * ref.abs().max()
+    args = ["bench", "--model", "mobilenet_v3_small", "--backends", "litert,executorch", "--batch-sizes", "1",
+            "--img-size", "64", "--repeats", "3", "--json"]  # fmt: skip
+    assert main(args) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["backend"] for r in rows] == ["torchvision eager", "litert", "executorch"]

@@ -15,6 +15,11 @@ def test_list_models():
         "mobilenet_v2",
         "mobilenet_v3_large",
         "mobilenet_v3_small",
+        "mobilenet_v4_conv_large",
+        "mobilenet_v4_conv_medium",
+        "mobilenet_v4_conv_small",
+        "mobilenet_v4_hybrid_large",
+        "mobilenet_v4_hybrid_medium",
     ]
 
 

@@ -207,7 +207,7 @@ def litert_runner(data: bytes | str, threads: int = 2) -> Callable[[np.ndarray],
     in_scale, in_zero = inp["quantization"]
     out_scale, out_zero = out["quantization"]
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: np.ndarray, _model: bytes | str = data) -> np.ndarray:  # keeps the model's bytes alive
         outs = []
         for image in x:
             image = image[None].astype(np.float32)
@@ -223,17 +223,24 @@ def litert_runner(data: bytes | str, threads: int = 2) -> Callable[[np.ndarray],
     return run
 
 
+_EXECUTORCH_THREADS: list[int] = []  # the thread count ExecuTorch's pool was last reset to
+
+
 def executorch_runner(data: bytes | str, threads: int = 2) -> Callable[[np.ndarray], np.ndarray]:
     """A batch function over a ``.pte`` program (bytes or path) in ExecuTorch's runtime (XNNPACK), one
-    image at a time. Threads are set through ExecuTorch's only handle for them, a private call."""
+    image at a time. Threads are set through ExecuTorch's only handle for them, a private call that
+    replaces the process's thread pool under every program already loaded: it is made only when the
+    count changes (in practice once per process), never between loads at the same count."""
     with _quiet():
         from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
         from executorch.runtime import Runtime
 
-        _unsafe_reset_threadpool(threads)
+        if _EXECUTORCH_THREADS[-1:] != [threads]:
+            _unsafe_reset_threadpool(threads)
+            _EXECUTORCH_THREADS.append(threads)
         method = Runtime.get().load_program(data).load_method("forward")
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: np.ndarray, _program: bytes | str = data) -> np.ndarray:  # the runtime reads the bytes in place
         return np.concatenate([method.execute((torch.from_numpy(image[None]).float(),))[0].numpy() for image in x])
 
     return run
