@@ -120,20 +120,28 @@ def test_coreml_spec_metadata_and_weight_int8(tmp_path, capsys):
 @pytest.mark.parametrize("fmt", ["tflite", "pte"])
 def test_int8_accuracy_on_real_images(fmt, tmp_path):
     """Google's MobileNetV2 (TFLite), int8 calibrated on ants/bees, run in the phone runtime: top-1 within
-    1 point of the fp32 model on the 1300 real images, file about 4x smaller than fp32."""
+    1 point of the fp32 model on the 1300 real images, file about 4x smaller than fp32. Export and
+    evaluation run as a user runs them, as ``mobilenets`` commands in their own processes (which also
+    keeps the runtimes' native threads out of the test process)."""
     needs(fmt)
+    import subprocess
+    import sys
+
     from mobilenets.evaluate import evaluate
     from mobilenets.inference import torch_classifier
     from mobilenets.weights.tflite import load_tflite
 
-    model = load_tflite(shared_path("weights", "mobilenet_v2_1.0_224_quant.tflite"))
+    weights = shared_path("weights", "mobilenet_v2_1.0_224_quant.tflite")
     data = shared_path("imagenet-val-1300")
     path = tmp_path / f"q.{fmt}"
-    assert main(["export", "--weights", str(shared_path("weights", "mobilenet_v2_1.0_224_quant.tflite")),
-                 "--format", fmt, "--int8", "--calib", str(shared_path("hymenoptera", "train")),
-                 "--calib-size", "256", "--output", str(path)]) == 0  # fmt: skip
-    fp32 = evaluate(torch_classifier(model), data)
-    int8 = evaluate(load_classifier(str(path)), data)
+    cli = [sys.executable, "-m", "mobilenets"]
+    subprocess.run([*cli, "export", "--weights", str(weights), "--format", fmt, "--int8", "--calib",
+                    str(shared_path("hymenoptera", "train")), "--calib-size", "256", "--output", str(path)],
+                   check=True, capture_output=True)  # fmt: skip
+    out = subprocess.run([*cli, "eval", "--weights", str(path), "--data", str(data), "--json"],
+                         check=True, capture_output=True, text=True).stdout  # fmt: skip
+    int8 = json.loads(out.strip().splitlines()[-1])
+    fp32 = evaluate(torch_classifier(load_tflite(weights)), data)
     assert int8["n"] == fp32["n"] == 1300 and fp32["top1"] > 0.75
     lost = round((fp32["top1"] - int8["top1"]) * 1300)  # images: 13 is 1 point (ExecuTorch: exactly 13 here)
     assert lost <= 13, (fp32, int8)
