@@ -27,7 +27,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -188,13 +188,30 @@ def read_sidecar(path: Path) -> dict[str, Any] | None:
     return json.loads(side.read_text()) if side.is_file() else None
 
 
+@contextlib.contextmanager
+def _as_file(data: bytes | str, suffix: str) -> Iterator[str]:
+    """A path for a model given as bytes (a temporary file, removed once loaded) or as a path.
+
+    The runtimes load from a path, where they own what they read: loaded from Python bytes, ExecuTorch
+    read the buffer after Python had freed it (a segmentation fault when the runner was collected)."""
+    if not isinstance(data, bytes):
+        yield str(data)
+        return
+    fd, name = tempfile.mkstemp(suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        yield name
+    finally:
+        os.unlink(name)
+
+
 def litert_io(data: bytes | str, threads: int = 2) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """LiteRT's interpreter over a ``.tflite`` (bytes or path), with its input and output details."""
     from ai_edge_litert.interpreter import Interpreter
 
-    kind = "model_content" if isinstance(data, bytes) else "model_path"
-    with _quiet():
-        interpreter = Interpreter(**{kind: data}, num_threads=threads)
+    with _quiet(), _as_file(data, ".tflite") as path:
+        interpreter = Interpreter(model_path=path, num_threads=threads)
         interpreter.allocate_tensors()
     return interpreter, interpreter.get_input_details()[0], interpreter.get_output_details()[0]
 
@@ -207,7 +224,7 @@ def litert_runner(data: bytes | str, threads: int = 2) -> Callable[[np.ndarray],
     in_scale, in_zero = inp["quantization"]
     out_scale, out_zero = out["quantization"]
 
-    def run(x: np.ndarray, _model: bytes | str = data) -> np.ndarray:  # keeps the model's bytes alive
+    def run(x: np.ndarray) -> np.ndarray:
         outs = []
         for image in x:
             image = image[None].astype(np.float32)
@@ -238,9 +255,11 @@ def executorch_runner(data: bytes | str, threads: int = 2) -> Callable[[np.ndarr
         if _EXECUTORCH_THREADS[-1:] != [threads]:
             _unsafe_reset_threadpool(threads)
             _EXECUTORCH_THREADS.append(threads)
-        method = Runtime.get().load_program(data).load_method("forward")
+        with _as_file(data, ".pte") as path:
+            program = Runtime.get().load_program(path)
+            method = program.load_method("forward")
 
-    def run(x: np.ndarray, _program: bytes | str = data) -> np.ndarray:  # the runtime reads the bytes in place
+    def run(x: np.ndarray, _program: Any = program) -> np.ndarray:  # the program outlives its method
         return np.concatenate([method.execute((torch.from_numpy(image[None]).float(),))[0].numpy() for image in x])
 
     return run
