@@ -259,8 +259,12 @@ def executorch_runner(data: bytes | str, threads: int = 2) -> Callable[[np.ndarr
             program = Runtime.get().load_program(path)
             method = program.load_method("forward")
 
-    def run(x: np.ndarray, _program: Any = program) -> np.ndarray:  # the program outlives its method
-        return np.concatenate([method.execute((torch.from_numpy(image[None]).float(),))[0].numpy() for image in x])
+    # One tuple holds both: CPython frees a tuple's items last to first, so the method goes before the
+    # program it runs from (as a default argument the program was freed first: defaults go before closures).
+    loaded = (program, method)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([loaded[1].execute((torch.from_numpy(image[None]).float(),))[0].numpy() for image in x])
 
     return run
 
