@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,7 +39,24 @@ def _seed():
     torch.manual_seed(0)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The phone-runtime tests first: run after OpenVINO and NNCF had been loaded into the same process,
-    they ended in a segmentation fault on the fresh-clone CI (not seen when they run first)."""
-    items.sort(key=lambda item: item.path.name != "test_mobile.py")
+OWN_PROCESS = "MOBILENETS_TEST_IN_OWN_PROCESS"
+
+
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Tests marked ``own_process`` run in a fresh ``python -m pytest`` of their own.
+
+    The phone runtimes (ExecuTorch and LiteRT with litert-torch's JAX) bring native thread pools and their
+    own XNNPACK into the process; loaded into the test process, later unrelated tests ended in a
+    segmentation fault on the fresh-clone CI. In a process of its own a crash would be that test's failure."""
+    if pyfuncitem.get_closest_marker("own_process") is None or os.environ.get(OWN_PROCESS):
+        return None
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", pyfuncitem.nodeid]
+    env = {**os.environ, OWN_PROCESS: "1"}
+    done = subprocess.run(cmd, cwd=pyfuncitem.config.rootpath, env=env, capture_output=True, text=True)
+    out = done.stdout + done.stderr
+    if done.returncode != 0:
+        pytest.fail(f"in its own process (exit code {done.returncode}):\n{out[-6000:]}", pytrace=False)
+    skipped = [line for line in out.splitlines() if line.startswith("SKIPPED")]
+    if skipped:
+        pytest.skip(skipped[0].split(": ", 1)[-1])
+    return True

@@ -14,6 +14,8 @@ from mobilenets.deploy import mobile
 from mobilenets.deploy.export import ExportError
 from mobilenets.inference import load_classifier
 
+pytestmark = pytest.mark.own_process  # the phone runtimes stay out of the test process
+
 
 def needs(fmt: str) -> None:
     """Skip, with the reason, where a format's converter or runtime is not installed."""
@@ -110,6 +112,7 @@ def test_coreml_spec_metadata_and_weight_int8(tmp_path, capsys):
         from PIL import Image
 
         Image.new("RGB", (120, 100), (90, 140, 30)).save(tmp_path / "photo.jpg")
+        capsys.readouterr()  # what importing coremltools above logged
         assert main(["predict", str(tmp_path / "photo.jpg"), "--weights", str(fp32)]) == 2
         assert main(["eval", "--weights", str(fp32), "--data", "digits"]) == 2
         err = capsys.readouterr().err.strip().splitlines()

@@ -38,7 +38,7 @@ class Split:
 class TrainData:
     train: Split
     val: Split
-    small: bool  # tiny images (digits, CIFAR): crop-and-flip augmentation instead of resized crops
+    small: bool  # tiny images (digits, CIFAR, folders of them): pad-crop-flip instead of resized crops
     name: str
 
     @property
@@ -160,7 +160,21 @@ def load_train_data(data: str, option: str = "--data") -> TrainData:
     if val_dir is None:
         raise DataError(f"{root} has no val/ or test/ folder beside train/.")
     train = _folder_split(root / "train")
-    return TrainData(train, _folder_split(val_dir, train.classes), small=False, name=root.name)
+    return TrainData(train, _folder_split(val_dir, train.classes), small=_tiny(train), name=root.name)
+
+
+SMALL_SIDE = 64  # images this small get CIFAR's augmentation: a random resized crop of 32 px destroys them
+
+
+def _tiny(split: Split, sample: int = 64) -> bool:
+    """Whether a folder holds tiny images (CIFAR-like, at most ``SMALL_SIDE`` px on each side), judged
+    from the headers of up to ``sample`` images spread over the split."""
+    step = max(1, len(split.samples) // sample)
+    sizes = []
+    for path, _ in split.samples[::step][:sample]:
+        with Image.open(path) as img:
+            sizes.append(max(img.size))
+    return bool(sizes) and max(sizes) <= SMALL_SIDE
 
 
 class ImageDataset(Dataset):
