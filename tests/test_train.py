@@ -168,6 +168,10 @@ def test_recipes_follow_their_sources():
     v3 = RECIPES["paper-v3"]
     assert v3.scaled_lr(4096) == 0.1 and v3.scaled_lr(1024) == 0.025 and v3.ema_decay == 0.9999
     assert v3.lr_factor(6 * 10, 10, 30) == pytest.approx(0.99**2)
+    v4 = RECIPES["paper-v4"]  # TF Model Garden imagenet_mobilenetv4_conv_medium_tpu.yaml
+    assert (v4.optimizer, v4.scaled_lr(4096), v4.weight_decay, v4.drop_path, v4.randaug_magnitude) == \
+        ("adamw", 0.004, 0.1, 0.075, 15)  # fmt: skip
+    assert v4.lr_factor(5 * 312 - 1, 312, 500) == pytest.approx(1.0, abs=1e-3)  # 1560 warm-up steps at 4096
     short = RECIPES["short"]
     assert short.lr_factor(0, 10, 10) < 0.2 and short.lr_factor(99, 10, 10) < 0.01
 

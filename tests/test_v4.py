@@ -132,3 +132,23 @@ def test_pretrained_timm_through_the_hub_cache(tmp_path, monkeypatch):
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
         assert (model(x) - ref(x)).abs().max() <= 1e-5 * ref(x).abs().max()
+
+
+@pytest.mark.parametrize(
+    "name,timm_name",
+    [("mobilenet_v4_hybrid_medium", "mobilenetv4_hybrid_medium"), ("mobilenet_v3_large", "mobilenetv3_large_100")],
+)
+def test_drop_path_rates_follow_timm(name, timm_name):
+    """``drop_path_rate`` gives each residual block timm's stochastic-depth rate (linear in depth); in
+    eval it changes nothing."""
+    ref = timm.create_model(timm_name, drop_path_rate=0.2)
+    want = [getattr(m.drop_path, "drop_prob", 0.0) for m in ref.modules() if getattr(m, "has_skip", False)]
+    ours = create_model(name, drop_path_rate=0.2)
+    got = [getattr(b.drop_path, "p", 0.0) for b in ours.blocks if getattr(b, "use_residual", False)]
+    assert got == pytest.approx(want) and max(got) > 0.15
+    plain = create_model(name).eval()
+    plain.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 3, 96, 96)
+    assert torch.equal(ours.eval()(x), plain(x))
+    with pytest.raises(ValueError, match="drop_path_rate must lie in"):
+        create_model(name, drop_path_rate=1.5)

@@ -192,10 +192,12 @@ class ImageDataset(Dataset):
         return self.transform(img), label
 
 
-def build_transforms(cfg: dict[str, Any], small: bool, augment: str, train: bool, flip: bool = True) -> v2.Compose:
+def build_transforms(
+    cfg: dict[str, Any], small: bool, augment: str, train: bool, flip: bool = True, randaug_magnitude: int = 9
+) -> v2.Compose:
     """torchvision.transforms.v2 pipelines. Train: random resized crop + flip + ``augment``
-    (``trivial``, ``randaug`` or ``none``); tiny images: pad-and-crop (+ flip if ``flip``). Eval:
-    resize to ``size / crop_pct`` and centre-crop (tiny images: resize)."""
+    (``trivial``, ``randaug`` at ``randaug_magnitude`` or ``none``); tiny images: pad-and-crop (+ flip
+    if ``flip``). Eval: resize to ``size / crop_pct`` and centre-crop (tiny images: resize)."""
     size = cfg["input_size"][1]
     norm = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg["mean"], cfg["std"])]
     if not train:
@@ -211,5 +213,5 @@ def build_transforms(cfg: dict[str, Any], small: bool, augment: str, train: bool
     if augment == "trivial":
         ops.append(v2.TrivialAugmentWide())
     elif augment == "randaug":
-        ops.append(v2.RandAugment())
+        ops.append(v2.RandAugment(magnitude=randaug_magnitude))
     return v2.Compose([*ops, *norm])

@@ -180,6 +180,8 @@ def _build(cfg: TrainConfig, recipe: Recipe, num_classes: int) -> nn.Module:
     kwargs.setdefault("bn_momentum", recipe.bn_momentum)
     if recipe.dropout is not None:
         kwargs.setdefault("dropout", recipe.dropout)
+    if recipe.drop_path:
+        kwargs.setdefault("drop_path_rate", recipe.drop_path)
     if cfg.width_mult != 1.0:
         kwargs["width_mult"] = cfg.width_mult
     if cfg.small_input:
@@ -318,7 +320,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         model.to(memory_format=torch.channels_last)
     if cfg.sync_bn and d.world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    train_ds = ImageDataset(data.train, build_transforms(pcfg, data.small, recipe.augment, True, data.flip))
+    train_ds = ImageDataset(
+        data.train, build_transforms(pcfg, data.small, recipe.augment, True, data.flip, recipe.randaug_magnitude)
+    )
     val_ds = ImageDataset(data.val, build_transforms(pcfg, data.small, recipe.augment, False))
     sampler = (DistributedSampler(train_ds, d.world, d.rank, shuffle=True, seed=cfg.seed)
                if d.world > 1 else None)  # fmt: skip

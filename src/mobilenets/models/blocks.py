@@ -11,6 +11,7 @@ from contextvars import ContextVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import StochasticDepth
 
 from .layers import ConvNormAct, LayerScale, SqueezeExcite, conv2d
 
@@ -50,7 +51,27 @@ class DepthwiseSeparable(nn.Module):
         return self.pw(self.dw(x))
 
 
-class InvertedResidual(nn.Module):
+class Residual(nn.Module):
+    """A block that adds its input to its output when the shape is kept. ``drop_path`` is stochastic
+    depth (Huang et al., 2016): in training, the block's branch is dropped for a random part of the
+    batch; :class:`MobileNet` sets it from ``drop_path_rate``, growing linearly with depth as timm does."""
+
+    use_residual: bool = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop_path: nn.Module = nn.Identity()
+
+    def set_drop_path(self, rate: float) -> None:
+        self.drop_path = StochasticDepth(rate, "row") if rate and self.use_residual else nn.Identity()
+
+    def residual(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        # in place on the branch's own output (as torchvision): its backward never needs it, and the
+        # block input x, which a caller may hold, is left untouched
+        return self.drop_path(y).add_(x) if self.use_residual else y
+
+
+class InvertedResidual(Residual):
     """V2/V3 block: 1x1 expansion (omitted when the expanded width equals the input), depthwise conv,
     optional squeeze-and-excite, linear 1x1 projection; a residual when the shape is kept."""
 
@@ -75,13 +96,17 @@ class InvertedResidual(nn.Module):
         self.project = ConvNormAct(mid_ch, out_ch, 1, act=None, **norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.project(self.se(self.dw(self.expand(x))))
-        # in place on the projection's own output (as torchvision): its backward never needs it, and
-        # the block input x, which a caller may hold, is left untouched
-        return y.add_(x) if self.use_residual else y
+        return self.residual(self.project(self.se(self.dw(self.expand(x)))), x)
+
+    def split_at_expansion(self) -> tuple[nn.Module, nn.Module] | None:
+        """(up to the expansion, the rest) for a strided block with an expansion, else ``None``:
+        SSDLite's first map is the expansion of the first stride-32 block (MobileNetV2 sec. 6.2)."""
+        if self.use_residual or isinstance(self.expand, nn.Identity):
+            return None
+        return self.expand, nn.Sequential(self.dw, self.se, self.project)
 
 
-class UniversalInvertedBottleneck(nn.Module):
+class UniversalInvertedBottleneck(Residual):
     """MobileNetV4's UIB: an optional depthwise conv before the expansion (BN, no activation), 1x1
     expansion, an optional depthwise conv after it (BN + activation), linear 1x1 projection, optional
     layer scale; a residual when the shape is kept. Its four instances are which depthwise convs exist:
@@ -120,11 +145,16 @@ class UniversalInvertedBottleneck(nn.Module):
         self.layer_scale = LayerScale(out_ch, layer_scale) if layer_scale else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.layer_scale(self.project(self.dw_mid(self.expand(self.dw_start(x)))))
-        return y.add_(x) if self.use_residual else y
+        return self.residual(self.layer_scale(self.project(self.dw_mid(self.expand(self.dw_start(x))))), x)
+
+    def split_at_expansion(self) -> tuple[nn.Module, nn.Module] | None:
+        """As :meth:`InvertedResidual.split_at_expansion`, where the stride is after the expansion."""
+        if self.use_residual or isinstance(self.dw_mid, nn.Identity):
+            return None
+        return nn.Sequential(self.dw_start, self.expand), nn.Sequential(self.dw_mid, self.project, self.layer_scale)
 
 
-class FusedInvertedBottleneck(nn.Module):
+class FusedInvertedBottleneck(Residual):
     """FusedIB (MobileNetV4's stride-4 stage): a full kxk convolution that expands (BN + activation),
     then a linear 1x1 projection; a residual when the shape is kept."""
 
@@ -146,11 +176,10 @@ class FusedInvertedBottleneck(nn.Module):
         self.project = ConvNormAct(mid_ch, out_ch, 1, act=None, **norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.project(self.expand(x))
-        return y.add_(x) if self.use_residual else y
+        return self.residual(self.project(self.expand(x)), x)
 
 
-class MobileMQA(nn.Module):
+class MobileMQA(Residual):
     """Mobile multi-query attention (MobileNetV4's hybrids): BN of the input, ``heads`` query heads
     sharing one key and one value head, keys and values optionally downsampled by a stride-``kv_stride``
     3x3 depthwise conv + BN each, output projection, layer scale, residual. 1x1 convolutions without
@@ -202,4 +231,4 @@ class MobileMQA(nn.Module):
         else:
             o = F.scaled_dot_product_attention(q, k, v)
         o = o.transpose(1, 2).reshape(b, h, w, self.heads * self.key_dim).permute(0, 3, 1, 2)
-        return x + self.layer_scale(self.output(o))
+        return self.residual(self.layer_scale(self.output(o)), x)

@@ -15,6 +15,7 @@ from .blocks import (
     FusedInvertedBottleneck,
     InvertedResidual,
     MobileMQA,
+    Residual,
     UniversalInvertedBottleneck,
 )
 from .layers import ConvNormAct, make_activation
@@ -59,7 +60,10 @@ class MobileNet(nn.Module):
 
     ``forward_features`` returns the last feature map (before pooling); ``features_only=True`` makes
     ``forward`` return the maps at the ends of the stride-2, 4, 8, 16 and 32 stages instead (those
-    chosen by ``out_indices``). ``output_stride`` 16 or 8 replaces the last strides by dilation.
+    chosen by ``out_indices``). ``output_stride`` 16 or 8 replaces the last strides by dilation: in the
+    blocks after a removed stride (timm's rule), or from the block that lost it on (``dilate_first``,
+    torchvision's ``dilated=True``).
+    ``drop_path_rate``: stochastic depth of the residual blocks, rising linearly to it with depth.
     """
 
     def __init__(
@@ -74,8 +78,12 @@ class MobileNet(nn.Module):
         out_indices: tuple[int, ...] = (0, 1, 2, 3, 4),
         output_stride: int = 32,
         padding: str = "symmetric",
+        drop_path_rate: float = 0.0,
+        dilate_first: bool = False,
     ) -> None:
         super().__init__()
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must lie in [0, 1), got {drop_path_rate!r}.")
         if output_stride not in OUTPUT_STRIDES:
             raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}.")
         if padding not in ("symmetric", "same"):
@@ -95,10 +103,13 @@ class MobileNet(nn.Module):
                 next_dilation, layer = dilation * layer.stride, replace(layer, stride=1)
             else:
                 stride *= layer.stride
-            blocks.append(_build_block(layer, dilation, norm))
+            blocks.append(_build_block(layer, next_dilation if dilate_first else dilation, norm))
             dilation = next_dilation
             reductions.append(stride)
         self.blocks = nn.Sequential(*blocks)
+        for i, block in enumerate(blocks):  # stochastic depth grows linearly with depth (timm's rule)
+            if isinstance(block, Residual):
+                block.set_drop_path(drop_path_rate * i / len(blocks))
 
         self.feature_info = FeatureInfo()
         widths = [spec.stem.out_ch] + [b.out_ch for b in spec.blocks]

@@ -39,7 +39,7 @@ class ModelEntry:
     cfg: dict[str, Any] = field(default_factory=default_cfg)
 
 
-_V3_OPTIONS = ("minimalistic", "reduced_tail", "dilated")
+_V3_OPTIONS = ("minimalistic", "reduced_tail")
 MODELS: dict[str, ModelEntry] = {
     "mobilenet_v1": ModelEntry(mobilenet_v1.resolve_v1, 1e-5, 1e-3),
     "mobilenet_v2": ModelEntry(mobilenet_v2.resolve_v2, 1e-5, 0.2),
@@ -83,6 +83,8 @@ COMMON_OPTIONS = (
     "output_stride",
     "padding",
     "small_input",
+    "drop_path_rate",
+    "dilated",
 )
 
 
@@ -132,6 +134,8 @@ def build_model(name: str, **kwargs: Any) -> MobileNet:
         out_indices=tuple(kwargs.get("out_indices", (0, 1, 2, 3, 4))),
         output_stride=output_stride,
         padding=kwargs.get("padding", "symmetric"),
+        drop_path_rate=kwargs.get("drop_path_rate", 0.0),
+        dilate_first=bool(kwargs.get("dilated")),
     )
     model.model_name = name
     model.model_args = dict(kwargs)

@@ -16,6 +16,7 @@ from ..models.spec import LayerSpec, NetSpec
 
 SOURCES = ("torchvision", "timm", "mobilenets")
 TORCHVISION_FAMILIES = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
+TORCHVISION_TASKS = ("ssdlite320_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
 
 
 def _torchvision_modules(spec: NetSpec, v3: bool) -> Iterator[tuple[str, str]]:
@@ -50,6 +51,41 @@ def _torchvision_modules(spec: NetSpec, v3: bool) -> Iterator[tuple[str, str]]:
         yield from (("pre_logits.0", "classifier.0"), ("classifier", "classifier.3"))
     else:
         yield "classifier", "classifier.1"
+
+
+def _torchvision_task_modules(model: nn.Module) -> Iterator[tuple[str, str]]:
+    """(our module, torchvision module) pairs for torchvision's SSDLite320 and LR-ASPP on MobileNetV3-Large:
+    our backbone pieces -> our classification names -> torchvision's classification names -> where
+    torchvision's detection / segmentation backbone keeps them; the heads have torchvision's names."""
+    detection = model.task == "detection"
+    taps = model.backbone.body if detection else model.backbone
+    prefix = "backbone.body." if detection else "backbone."
+    tail = {k: v for k, v in model.model_args.items() if k == "reduced_tail"}
+    classification = dict(_torchvision_modules(build_model(model.backbone_name, **tail).spec, v3=True))
+    c4 = int(taps.classification_names["features.1.0.0"].split(".")[1]) + 1 if detection else 0
+
+    def located(theirs: str) -> str:  # torchvision's classification name -> its name in the task model
+        if not detection:
+            return "backbone." + theirs.removeprefix("features.")
+        _, i, *rest = theirs.split(".")
+        i = int(i)
+        if i < c4:
+            return ".".join(["backbone.features.0", str(i), *rest])
+        if i > c4:
+            return ".".join(["backbone.features.1", str(i - c4), *rest])
+        # features.c4.block.j...: the expansion ends piece 0; the rest (a slice: it keeps j) starts piece 1
+        j = rest[1]
+        return ".".join(["backbone.features.0", str(c4), *rest[2:]] if j == "0" else
+                        ["backbone.features.1.0", j, *rest[2:]])  # fmt: skip
+
+    for ours, name in taps.classification_names.items():
+        if name in classification:
+            yield prefix + ours, located(classification[name])
+    for module, _ in model.named_modules():
+        if not module.startswith(("backbone.body", "backbone.features")) and module.startswith(
+            ("backbone.extra", "head.", "classifier.")
+        ):
+            yield module, module
 
 
 def _timm_v4_block(b: LayerSpec, ours: str, theirs: str) -> Iterator[tuple[str, str]]:
@@ -132,7 +168,13 @@ def convert_state_dict(
     state_dict: Mapping[str, torch.Tensor], source: str, name: str, **kwargs: object
 ) -> dict[str, torch.Tensor]:
     """Rename a ``source`` (``torchvision``, ``timm`` or ``mobilenets``) state dict for our ``name``
-    built with ``kwargs``; shapes are checked, a missing or misshapen key raises ``ValueError``."""
+    built with ``kwargs``; shapes are checked, a missing or misshapen key raises ``ValueError``.
+    Detection and segmentation: torchvision's ``ssdlite320_mobilenet_v3_large`` and
+    ``lraspp_mobilenet_v3_large``."""
+    from ..models.tasks import build_task_model, task_of
+
+    if task_of(name) != "classification":
+        return convert_for(build_task_model(name, **kwargs), state_dict, source)
     return convert_for(build_model(name, **kwargs), state_dict, source)
 
 
@@ -141,12 +183,18 @@ def convert_for(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source
     name, kwargs = model.model_name, model.model_args
     if source not in SOURCES:
         raise ValueError(f"Unknown source {source!r}; use one of {', '.join(SOURCES)}.")
-    if source == "torchvision" and name not in TORCHVISION_FAMILIES:
-        raise ValueError(f"torchvision has no {name}; it has {', '.join(TORCHVISION_FAMILIES)}.")
+    task = getattr(model, "task", "classification")
+    have = TORCHVISION_TASKS if task != "classification" else TORCHVISION_FAMILIES
+    if source == "torchvision" and name not in have:
+        raise ValueError(f"torchvision has no {name}; it has {', '.join(have)}.")
+    if source == "timm" and task != "classification":
+        raise ValueError(f"timm has no detection or segmentation models; load {name} from torchvision or ours.")
     target = model.state_dict()
     state_dict = _strip_prefix(state_dict)
     if source == "mobilenets":
         pairs = {k.rsplit(".", 1)[0]: k.rsplit(".", 1)[0] for k in target}
+    elif source == "torchvision" and task != "classification":
+        pairs = dict(_torchvision_task_modules(model))
     elif source == "torchvision":
         pairs = dict(_torchvision_modules(model.spec, v3=name != "mobilenet_v2"))
     else:

@@ -22,6 +22,11 @@ TORCHVISION_WEIGHTS = {
     "mobilenet_v3_large": ("MobileNet_V3_Large_Weights", "IMAGENET1K_V2"),
     "mobilenet_v3_small": ("MobileNet_V3_Small_Weights", "IMAGENET1K_V1"),
 }
+# torchvision's COCO weights of its two MobileNet detection and segmentation models.
+TORCHVISION_TASK_WEIGHTS = {
+    "ssdlite320_mobilenet_v3_large": "SSDLite320_MobileNet_V3_Large_Weights.COCO_V1",
+    "lraspp_mobilenet_v3_large": "LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1",
+}
 # timm's default ImageNet weights on the Hugging Face hub, per (model, width).
 TIMM_WEIGHTS = {
     ("mobilenet_v1", 1.0): "mobilenetv1_100.ra4_e3600_r224_in1k",
@@ -118,6 +123,11 @@ def detect_source(state_dict: dict[str, torch.Tensor]) -> str:
 def _torchvision_release(name: str) -> tuple[Path, dict[str, Any]]:
     import torchvision.models as tvm
 
+    if name in TORCHVISION_TASK_WEIGHTS:
+        weights = tvm.get_weight(TORCHVISION_TASK_WEIGHTS[name])
+        cfg = dict(source=f"torchvision {TORCHVISION_TASK_WEIGHTS[name]}", url=weights.url,
+                   categories=list(weights.meta["categories"]))  # fmt: skip
+        return fetch(weights.url), cfg
     if name not in TORCHVISION_WEIGHTS:
         raise WeightsError(f"torchvision publishes no {name} weights; it has {', '.join(TORCHVISION_WEIGHTS)}.")
     enum, tag = TORCHVISION_WEIGHTS[name]

@@ -1,0 +1,91 @@
+"""Detection and segmentation model names: ``ssdlite_<backbone>`` and ``lraspp_<backbone>`` for every
+classification model, and torchvision's two names, ``ssdlite320_mobilenet_v3_large`` and
+``lraspp_mobilenet_v3_large``, configured as torchvision configures them.
+
+Decisions (the papers where they speak, torchvision where they do not):
+- SSDLite: 320 x 320 input, BN eps 1e-3 / momentum 0.03 everywhere, MobileNetV3 backbones with the
+  reduced tail (MobileNetV3 sec. 6.2) unless ImageNet backbone weights are loaded (they have the full tail;
+  torchvision does the same), torchvision's N(0, 0.03) initialisation when training from scratch.
+- LR-ASPP: the backbone at output stride 16 (``dilated=True``: the last stage dilated from its first block on,
+  as torchvision), its own BN defaults, 128 channels in the head.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .lraspp import LRASPP
+from .model import MobileNet
+from .registry import MODELS, build_model, model_entry
+from .registry import list_models as list_classifiers
+from .ssdlite import BN, ssdlite
+
+TASKS = {"ssdlite_": "detection", "lraspp_": "segmentation"}
+ALIASES = {"ssdlite320_mobilenet_v3_large": "ssdlite_mobilenet_v3_large"}
+DEFAULT_CLASSES = {"detection": 91, "segmentation": 21}  # COCO's 91 ids; VOC's 21 classes
+SSD_OPTIONS = ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates", "size")
+OPTIONS = ("num_classes", "width_mult", "pretrained_backbone", "reduced_tail", *SSD_OPTIONS)
+
+
+def task_of(name: str) -> str:
+    """``classification``, ``detection`` or ``segmentation``, from the model name."""
+    name = ALIASES.get(name, name)
+    return next((task for prefix, task in TASKS.items() if name.startswith(prefix)), "classification")
+
+
+def list_models(task: str = "classification") -> list[str]:
+    """The names ``create_model`` accepts for ``task``: ``classification``, ``detection``,
+    ``segmentation`` or ``all``."""
+    if task == "classification":
+        return list_classifiers()
+    if task == "all":
+        return sorted(n for t in ("classification", "detection", "segmentation") for n in list_models(t))
+    prefix = next((p for p, t in TASKS.items() if t == task), None)
+    if prefix is None:
+        raise ValueError(f"Unknown task {task!r}; use classification, detection, segmentation or all.")
+    return sorted([prefix + n for n in MODELS] + [a for a, n in ALIASES.items() if n.startswith(prefix)])
+
+
+def _backbone(name: str, pretrained: str | None, **kwargs: Any) -> MobileNet:
+    """The classification net to cut, with ``pretrained`` weights (loaded before its classifier goes)."""
+    if pretrained is None:
+        return build_model(name, num_classes=0, **kwargs)
+    from .. import create_model  # weights live outside the model package
+
+    net = create_model(name, pretrained=pretrained, **kwargs)
+    net.reset_classifier(0)
+    return net
+
+
+def build_task_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a detection or segmentation model (see the module docstring for the configuration)."""
+    canonical = ALIASES.get(name, name)
+    task = task_of(canonical)
+    prefix = next(p for p, t in TASKS.items() if t == task)
+    backbone = canonical.removeprefix(prefix)
+    model_entry(backbone)  # unknown backbones: the registry's one-sentence error
+    unknown = sorted(set(kwargs) - set(OPTIONS) - (set(SSD_OPTIONS) if task == "detection" else set()))
+    if unknown or (task == "segmentation" and set(kwargs) & set(SSD_OPTIONS)):
+        bad = unknown or sorted(set(kwargs) & set(SSD_OPTIONS))
+        allowed = OPTIONS if task == "detection" else tuple(o for o in OPTIONS if o not in SSD_OPTIONS)
+        raise TypeError(f"{name}() got unexpected keyword argument(s) {', '.join(bad)}; allowed: {', '.join(allowed)}.")
+    num_classes = kwargs.pop("num_classes", DEFAULT_CLASSES[task])
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2 (background included), got {num_classes!r}.")
+    pretrained = kwargs.pop("pretrained_backbone", None)
+    net_args = {k: kwargs.pop(k) for k in ("width_mult", "reduced_tail") if k in kwargs}
+    is_v3 = "reduced_tail" in model_entry(backbone).options
+    if task == "detection":
+        if is_v3:
+            net_args.setdefault("reduced_tail", pretrained is None)
+        net = _backbone(backbone, pretrained, **BN, **net_args)
+        model = ssdlite(net, num_classes, init_backbone=pretrained is None, **kwargs)
+    else:
+        net = _backbone(backbone, pretrained, dilated=True, **net_args)
+        model = LRASPP(net, num_classes)
+    model.model_name = name
+    model.model_args = {"num_classes": num_classes, **net_args, **kwargs}
+    model.backbone_name = backbone
+    return model

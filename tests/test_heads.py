@@ -1,0 +1,115 @@
+"""Detection (SSDLite) and segmentation (LR-ASPP) heads: torchvision parity, every backbone, refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from torchvision.transforms.functional import pil_to_tensor
+
+from conftest import SHARED, randomize_bn
+from mobilenets import convert_state_dict, create_model, list_models
+
+
+def _photos(n: int = 2, size: tuple[int, int] | None = None) -> list[torch.Tensor]:
+    """Real COCO val2017 photos as [0, 1] tensors (random images where ../shared is absent)."""
+    folder = SHARED / "coco128" / "images" / "val2017"
+    if not folder.is_dir():
+        return [torch.rand(3, 240, 320) for _ in range(n)]
+    out = []
+    for path in sorted(folder.glob("*.jpg"))[:n]:
+        img = Image.open(path).convert("RGB")
+        out.append(pil_to_tensor(img.resize(size) if size else img).float() / 255)
+    return out
+
+
+def _random_torchvision(model: torch.nn.Module) -> torch.nn.Module:
+    """Random BN statistics and convolution weights at a scale where every layer matters."""
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                fan_in = m.weight[0].numel()
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2 / fan_in) ** 0.5)
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    return randomize_bn(model)
+
+
+def test_names_and_parameter_counts_equal_torchvision():
+    assert "ssdlite_mobilenet_v4_hybrid_medium" in list_models("detection")
+    assert "lraspp_mobilenet_v1" in list_models("segmentation")
+    assert set(list_models("all")) >= set(list_models()) | set(list_models("detection"))
+    for name, ref in [
+        ("ssdlite320_mobilenet_v3_large", torchvision.models.detection.ssdlite320_mobilenet_v3_large),
+        ("lraspp_mobilenet_v3_large", torchvision.models.segmentation.lraspp_mobilenet_v3_large),
+    ]:
+        theirs = ref(weights=None, weights_backbone=None)
+        ours = create_model(name)
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        assert count(ours) == count(theirs) in (3_440_060, 3_221_538)
+        assert [b.shape for b in ours.buffers()] == [b.shape for b in theirs.buffers()]
+
+
+def test_lraspp_equals_torchvision_given_its_weights():
+    theirs = _random_torchvision(
+        torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None)
+    ).eval()
+    ours = create_model("lraspp_mobilenet_v3_large").eval()
+    ours.load_state_dict(convert_state_dict(theirs.state_dict(), "torchvision", "lraspp_mobilenet_v3_large"))
+    x = torch.stack(_photos(2, (320, 256)))
+    x = (x - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    with torch.no_grad():
+        ref, got = theirs(x)["out"], ours(x)["out"]
+    assert got.shape == ref.shape == (2, 21, 256, 320)
+    assert ref.std() > 0.1 and (got - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+def test_ssdlite_equals_torchvision_on_real_photos():
+    theirs = _random_torchvision(
+        torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)
+    ).eval()
+    ours = create_model("ssdlite320_mobilenet_v3_large").eval()
+    ours.load_state_dict(convert_state_dict(theirs.state_dict(), "torchvision", "ssdlite320_mobilenet_v3_large"))
+    photos = _photos(3)
+    with torch.no_grad():
+        ref, got = theirs(photos), ours(photos)
+    for r, g in zip(ref, got):
+        assert len(g["boxes"]) == len(r["boxes"]) > 10
+        assert torch.equal(g["labels"], r["labels"])
+        assert torch.allclose(g["scores"], r["scores"], atol=1e-5)
+        assert torch.allclose(g["boxes"], r["boxes"], atol=1e-3)
+    # training mode: torchvision's losses from the same machinery
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 120.0, 200.0]]), "labels": torch.tensor([1])}] * len(photos)
+    losses = ours.train()(photos, targets)
+    assert set(losses) == {"bbox_regression", "classification"} and all(v.isfinite() for v in losses.values())
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v4_conv_small",
+                                      "mobilenet_v4_hybrid_medium"])  # fmt: skip
+def test_heads_on_every_backbone(backbone):
+    """The taps come from ``feature_info``: SSDLite reads strides 16 and 32 (then 64..512 from its extra
+    layers), LR-ASPP strides 8 and 16; both run and keep torchvision's interfaces."""
+    det = create_model(f"ssdlite_{backbone}", num_classes=5).eval()
+    x = torch.rand(3, 320, 320)
+    maps = det.backbone(det.transform([x])[0].tensors)
+    assert [m.shape[-1] for m in maps.values()] == [20, 10, 5, 3, 2, 1]
+    with torch.no_grad():
+        (out,) = det([x])
+    assert set(out) == {"boxes", "scores", "labels"} and bool((out["labels"] < 5).all())
+    seg = create_model(f"lraspp_{backbone}", num_classes=4).eval()
+    low, high = seg.backbone(torch.rand(1, 3, 128, 96)).values()
+    assert low.shape[-2:] == (16, 12) and high.shape[-2:] == (8, 6)
+    assert seg(torch.rand(1, 3, 128, 96))["out"].shape == (1, 4, 128, 96)
+
+
+def test_refusals_are_one_sentence():
+    with pytest.raises(ValueError, match="Unknown model 'mobilenet_v9'"):
+        create_model("ssdlite_mobilenet_v9")
+    with pytest.raises(TypeError, match="unexpected keyword argument.*size"):
+        create_model("lraspp_mobilenet_v2", size=320)
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 2"):
+        create_model("ssdlite_mobilenet_v2", num_classes=1)
+    with pytest.raises(ValueError, match="torchvision has no ssdlite_mobilenet_v2"):
+        convert_state_dict({}, "torchvision", "ssdlite_mobilenet_v2")
