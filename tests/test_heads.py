@@ -9,7 +9,7 @@ from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
 from conftest import SHARED, randomize_bn
-from mobilenets import convert_state_dict, create_model, list_models
+from mobilenets import convert_state_dict, create_model, list_models, profile
 
 
 def _photos(n: int = 2, size: tuple[int, int] | None = None) -> list[torch.Tensor]:
@@ -50,6 +50,18 @@ def test_names_and_parameter_counts_equal_torchvision():
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
         assert count(ours) == count(theirs) in (3_440_060, 3_221_538)
         assert [b.shape for b in ours.buffers()] == [b.shape for b in theirs.buffers()]
+
+
+@pytest.mark.parametrize(
+    "name,weights,size",
+    [("ssdlite320_mobilenet_v3_large", "SSDLite320_MobileNet_V3_Large_Weights.COCO_V1", 320),
+     ("lraspp_mobilenet_v3_large", "LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1", 520)],
+)  # fmt: skip
+def test_profile_counts_equal_torchvision_published(name, weights, size):
+    """Multiply-adds of the network (detection: without resizing and NMS) as torchvision publishes them."""
+    meta = torchvision.models.get_weight(weights).meta
+    prof = profile(create_model(name), size)
+    assert prof.params == meta["num_params"] and round(prof.macs / 1e9, 3) == meta["_ops"]
 
 
 def test_lraspp_equals_torchvision_given_its_weights():
@@ -113,3 +125,21 @@ def test_refusals_are_one_sentence():
         create_model("ssdlite_mobilenet_v2", num_classes=1)
     with pytest.raises(ValueError, match="torchvision has no ssdlite_mobilenet_v2"):
         convert_state_dict({}, "torchvision", "ssdlite_mobilenet_v2")
+
+
+def test_pretrained_torchvision_from_the_hub_cache(tmp_path, monkeypatch):
+    """``pretrained="torchvision"`` reads torchvision's COCO release from the torch.hub cache (made here:
+    nothing is downloaded in tests) and gives torchvision's outputs."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    weights = torchvision.models.get_weight("LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1")
+    ref = _random_torchvision(
+        torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None)
+    ).eval()
+    cached = tmp_path / "checkpoints" / weights.url.rsplit("/", 1)[1]
+    cached.parent.mkdir(parents=True)
+    torch.save(ref.state_dict(), cached)
+    ours = create_model("lraspp_mobilenet_v3_large", pretrained="torchvision").eval()
+    assert ours.pretrained_cfg["categories"][15] == "person"
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        assert (ours(x)["out"] - ref(x)["out"]).abs().max() <= 1e-5 * ref(x)["out"].abs().max()

@@ -30,12 +30,17 @@ class Profile:
 
 def count_macs(model: nn.Module, input_size: int = 224, in_chans: int = 3) -> int:
     """Multiply-adds for one ``input_size`` image: ``FlopCounterMode``'s count halved, attention included
-    (run as explicit matmuls: ``FlopCounterMode`` counts the CPU's fused attention kernel as zero)."""
+    (run as explicit matmuls: ``FlopCounterMode`` counts the CPU's fused attention kernel as zero).
+    Detection models: the backbone, extra layers and prediction layers (not resizing or NMS)."""
     was_training = model.training
     model.eval()
+    x = torch.zeros(1, in_chans, input_size, input_size)
     try:
         with torch.no_grad(), explicit_attention(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, in_chans, input_size, input_size))
+            if getattr(model, "task", None) == "detection":  # the network, without resizing and NMS
+                model.head(list(model.backbone(x).values()))
+            else:
+                model(x)
     finally:
         model.train(was_training)
     return counter.get_total_flops() // 2

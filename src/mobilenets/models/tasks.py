@@ -18,7 +18,7 @@ from torch import nn
 
 from .lraspp import LRASPP
 from .model import MobileNet
-from .registry import MODELS, build_model, model_entry
+from .registry import IMAGENET_MEAN, IMAGENET_STD, MODELS, build_model, model_entry
 from .registry import list_models as list_classifiers
 from .ssdlite import BN, ssdlite
 
@@ -88,4 +88,14 @@ def build_task_model(name: str, **kwargs: Any) -> nn.Module:
     model.model_name = name
     model.model_args = {"num_classes": num_classes, **net_args, **kwargs}
     model.backbone_name = backbone
+    model.pretrained_cfg = _preprocessing(task, kwargs.get("size", 320))
     return model
+
+
+def _preprocessing(task: str, size: int) -> dict[str, Any]:
+    """Detection: torchvision's SSD resizes and scales to [-1, 1] inside the model (give it [0, 1] images
+    of any size). Segmentation: ImageNet normalisation, shorter side resized to 520 (torchvision's
+    evaluation of LR-ASPP)."""
+    if task == "detection":
+        return dict(input_size=(3, size, size), mean=(0.5,) * 3, std=(0.5,) * 3, inside_model=True)
+    return dict(input_size=(3, 520, 520), resize=520, mean=IMAGENET_MEAN, std=IMAGENET_STD, inside_model=False)
