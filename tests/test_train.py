@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from conftest import shared_path
 from mobilenets.cli import main
 from mobilenets.recipes import RECIPES
 from mobilenets.train import TrainConfig, TrainingError, train
@@ -97,6 +98,23 @@ def test_odd_images_are_converted(tmp_path):
     for name in ("cmyk.jpg", "rgba.png", "grey16.png", "one.png"):
         assert load_rgb(tmp_path / name).mode == "RGB"
     assert load_rgb(tmp_path / "rgba.png").getpixel((0, 0)) == (255, 255, 255)  # transparent on white
+
+
+def test_folders_of_tiny_images_get_cifar_augmentation(tmp_path):
+    """40-px images (the folder above) train with pad-crop-flip; photos keep random resized crops,
+    which at 32 px would keep as little as 8% of a CIFAR image."""
+    from torchvision.transforms import v2
+
+    from mobilenets.data import build_transforms, load_train_data
+
+    tiny = load_train_data(str(_image_folder(tmp_path / "tiny", per_class=2)))
+    photos = load_train_data(str(shared_path("hymenoptera")))
+    assert tiny.small and not photos.small
+    ops = build_transforms({"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3}, tiny.small,
+                           "none", True).transforms  # fmt: skip
+    assert any(isinstance(op, v2.RandomCrop) for op in ops) and not any(
+        isinstance(op, v2.RandomResizedCrop) for op in ops
+    )
 
 
 def _final_weights(out: Path) -> dict[str, torch.Tensor]:
