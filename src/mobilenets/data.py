@@ -193,11 +193,18 @@ class ImageDataset(Dataset):
 
 
 def build_transforms(
-    cfg: dict[str, Any], small: bool, augment: str, train: bool, flip: bool = True, randaug_magnitude: int = 9
+    cfg: dict[str, Any],
+    small: bool,
+    augment: str,
+    train: bool,
+    flip: bool = True,
+    randaug_magnitude: int = 9,
+    pad_crop: bool = True,
 ) -> v2.Compose:
     """torchvision.transforms.v2 pipelines. Train: random resized crop + flip + ``augment``
-    (``trivial``, ``randaug`` at ``randaug_magnitude`` or ``none``); tiny images: pad-and-crop (+ flip
-    if ``flip``). Eval: resize to ``size / crop_pct`` and centre-crop (tiny images: resize)."""
+    (``trivial``, ``randaug`` at ``randaug_magnitude`` or ``none``); tiny images: pad-and-crop if
+    ``pad_crop`` (+ flip if ``flip``). Eval: resize to ``size / crop_pct`` and centre-crop (tiny images:
+    resize)."""
     size = cfg["input_size"][1]
     norm = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg["mean"], cfg["std"])]
     if not train:
@@ -206,7 +213,8 @@ def build_transforms(
         return v2.Compose([v2.Resize(round(size / cfg.get("crop_pct", 0.875)), antialias=True),
                            v2.CenterCrop(size), *norm])  # fmt: skip
     if small:
-        ops: list[Any] = [v2.Resize((size, size), antialias=True), v2.RandomCrop(size, padding=size // 8)]
+        ops: list[Any] = [v2.Resize((size, size), antialias=True)]
+        ops += [v2.RandomCrop(size, padding=size // 8)] if pad_crop else []
         ops += [v2.RandomHorizontalFlip()] if flip else []
     else:
         ops = [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]

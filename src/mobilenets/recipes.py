@@ -32,6 +32,7 @@ class Recipe:
     dropout: float | None = None
     augment: str = "none"
     randaug_magnitude: int = 9
+    pad_crop: bool = True  # tiny images (CIFAR-like): random pad-and-crop
     drop_path: float = 0.0  # stochastic depth at the last block (linear in depth)
     mixup: float = 0.0
     cutmix: float = 0.0
@@ -73,8 +74,10 @@ RECIPES: dict[str, Recipe] = {
                "adamw", 0.004, 4096, 0.1, "cosine", warmup_epochs=5, label_smoothing=0.1, bn_momentum=0.003,
                dropout=0.2, augment="randaug", randaug_magnitude=15, drop_path=0.075),
         Recipe("short", "modern short-budget recipe (timm/torchvision style): AdamW, cosine, warm-up, "
-               "label smoothing; BN momentum 0.1 so that short runs evaluate well",
-               "adamw", 3e-3, 0, 0.05, "cosine", warmup_epochs=1, label_smoothing=0.1),
+               "label smoothing; BN momentum 0.1 so that short runs evaluate well; tiny images flipped but not "
+               "cropped: a few epochs underfit, and on 1000 CIFAR-10 images per class (V3-Small, 5 epochs, "
+               "32 px) crops cost 1.9 points (59.2% -> 61.0%) and random resized crops 11 (49.7%)",
+               "adamw", 3e-3, 0, 0.05, "cosine", warmup_epochs=1, label_smoothing=0.1, pad_crop=False),
         Recipe("finetune", "fine-tuning a pretrained backbone with a new head: AdamW, backbone at 0.1x lr, "
                "cosine with warm-up, BN statistics frozen (small fine-tuning sets estimate them badly, and "
                "Google's TFLite weights carry BN folded into the convolutions)",

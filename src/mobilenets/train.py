@@ -321,7 +321,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.sync_bn and d.world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_ds = ImageDataset(
-        data.train, build_transforms(pcfg, data.small, recipe.augment, True, data.flip, recipe.randaug_magnitude)
+        data.train,
+        build_transforms(pcfg, data.small, recipe.augment, True, data.flip, recipe.randaug_magnitude, recipe.pad_crop),
     )
     val_ds = ImageDataset(data.val, build_transforms(pcfg, data.small, recipe.augment, False))
     sampler = (DistributedSampler(train_ds, d.world, d.rank, shuffle=True, seed=cfg.seed)
