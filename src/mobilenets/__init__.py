@@ -27,13 +27,11 @@ def create_model(name: str, *, pretrained: str | None = None, **kwargs) -> nn.Mo
     local file: a ``.tflite`` from Google, or a torchvision/timm/our state dict (safetensors or
     ``torch.save``).
     """
-    if pretrained is not None and str(pretrained).endswith(".tflite"):
-        from .weights.tflite import load_tflite
-
-        return load_tflite(pretrained, model_name=name, **kwargs)
-    if task_of(name) != "classification":
+    if task_of(name) != "classification":  # backbone weights: pretrained_backbone=
         model = build_task_model(name, **kwargs)
         return load_pretrained(model, pretrained) if pretrained is not None else model
+    if pretrained is not None and str(pretrained).endswith(".tflite"):
+        return load_tflite(pretrained, model_name=name, **kwargs)
     if pretrained == "timm":
         kwargs.setdefault("bn_eps", 1e-5)
     model = build_model(name, **kwargs)

@@ -26,7 +26,7 @@ TASKS = {"ssdlite_": "detection", "lraspp_": "segmentation"}
 ALIASES = {"ssdlite320_mobilenet_v3_large": "ssdlite_mobilenet_v3_large"}
 DEFAULT_CLASSES = {"detection": 91, "segmentation": 21}  # COCO's 91 ids; VOC's 21 classes
 SSD_OPTIONS = ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates", "size")
-OPTIONS = ("num_classes", "width_mult", "pretrained_backbone", "reduced_tail", *SSD_OPTIONS)
+OPTIONS = ("num_classes", "width_mult", "pretrained_backbone", "reduced_tail")
 
 
 def task_of(name: str) -> str:
@@ -66,11 +66,12 @@ def build_task_model(name: str, **kwargs: Any) -> nn.Module:
     prefix = next(p for p, t in TASKS.items() if t == task)
     backbone = canonical.removeprefix(prefix)
     model_entry(backbone)  # unknown backbones: the registry's one-sentence error
-    unknown = sorted(set(kwargs) - set(OPTIONS) - (set(SSD_OPTIONS) if task == "detection" else set()))
-    if unknown or (task == "segmentation" and set(kwargs) & set(SSD_OPTIONS)):
-        bad = unknown or sorted(set(kwargs) & set(SSD_OPTIONS))
-        allowed = OPTIONS if task == "detection" else tuple(o for o in OPTIONS if o not in SSD_OPTIONS)
-        raise TypeError(f"{name}() got unexpected keyword argument(s) {', '.join(bad)}; allowed: {', '.join(allowed)}.")
+    allowed = OPTIONS + SSD_OPTIONS if task == "detection" else OPTIONS
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"{name}() got unexpected keyword argument(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}."
+        )
     num_classes = kwargs.pop("num_classes", DEFAULT_CLASSES[task])
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2 (background included), got {num_classes!r}.")

@@ -82,9 +82,7 @@ def _torchvision_task_modules(model: nn.Module) -> Iterator[tuple[str, str]]:
         if name in classification:
             yield prefix + ours, located(classification[name])
     for module, _ in model.named_modules():
-        if not module.startswith(("backbone.body", "backbone.features")) and module.startswith(
-            ("backbone.extra", "head.", "classifier.")
-        ):
+        if module.startswith(("backbone.extra.", "head.", "classifier.")):
             yield module, module
 
 
