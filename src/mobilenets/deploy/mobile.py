@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import atomic_write_bytes
+from ..models.blocks import explicit_attention
 from .export import ExportError, model_metadata
 from .fuse import fuse
 
@@ -171,8 +172,10 @@ def _coreml_model(model: nn.Module, x: torch.Tensor, int8: bool, meta: dict[str,
 
 
 def phone_bytes(model: nn.Module, fmt: str, x: torch.Tensor, calib: torch.Tensor | None) -> bytes:
-    """A ``tflite`` or ``pte`` file's bytes for an eval-mode model taking ``x``; int8 when ``calib`` is given."""
-    with _quiet():
+    """A ``tflite`` or ``pte`` file's bytes for an eval-mode model taking ``x``; int8 when ``calib`` is given.
+    Attention (MobileNetV4's hybrids) is traced as explicit matmuls and softmax: the same numbers, and
+    ExecuTorch's lowering of the fused kernel's output turned a later reshape into an impossible view."""
+    with _quiet(), explicit_attention():
         return (_tflite_bytes if fmt == "tflite" else _pte_bytes)(_relu6_as_clamp(model), x, calib)
 
 
