@@ -37,6 +37,14 @@ def _random_torchvision(model: torch.nn.Module) -> torch.nn.Module:
     return randomize_bn(model)
 
 
+def _same_weights(name: str, builder) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """torchvision's ``builder`` with random weights and BN statistics, and our ``name`` given its weights."""
+    theirs = _random_torchvision(builder(weights=None, weights_backbone=None)).eval()
+    ours = create_model(name).eval()
+    ours.load_state_dict(convert_state_dict(theirs.state_dict(), "torchvision", name))
+    return theirs, ours
+
+
 def test_names_and_parameter_counts_equal_torchvision():
     assert "ssdlite_mobilenet_v4_hybrid_medium" in list_models("detection")
     assert "lraspp_mobilenet_v1" in list_models("segmentation")
@@ -65,11 +73,7 @@ def test_profile_counts_equal_torchvision_published(name, weights, size):
 
 
 def test_lraspp_equals_torchvision_given_its_weights():
-    theirs = _random_torchvision(
-        torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None)
-    ).eval()
-    ours = create_model("lraspp_mobilenet_v3_large").eval()
-    ours.load_state_dict(convert_state_dict(theirs.state_dict(), "torchvision", "lraspp_mobilenet_v3_large"))
+    theirs, ours = _same_weights("lraspp_mobilenet_v3_large", torchvision.models.segmentation.lraspp_mobilenet_v3_large)
     x = torch.stack(_photos(2, (320, 256)))
     x = (x - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
     with torch.no_grad():
@@ -79,11 +83,9 @@ def test_lraspp_equals_torchvision_given_its_weights():
 
 
 def test_ssdlite_equals_torchvision_on_real_photos():
-    theirs = _random_torchvision(
-        torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)
-    ).eval()
-    ours = create_model("ssdlite320_mobilenet_v3_large").eval()
-    ours.load_state_dict(convert_state_dict(theirs.state_dict(), "torchvision", "ssdlite320_mobilenet_v3_large"))
+    theirs, ours = _same_weights(
+        "ssdlite320_mobilenet_v3_large", torchvision.models.detection.ssdlite320_mobilenet_v3_large
+    )
     photos = _photos(3)
     with torch.no_grad():
         ref, got = theirs(photos), ours(photos)
