@@ -64,6 +64,10 @@ def _classifier(args: argparse.Namespace):
     return clf
 
 
+def _task(clf) -> str:
+    return getattr(clf.model, "task", "classification")
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
     import json
 
@@ -74,7 +78,16 @@ def cmd_predict(args: argparse.Namespace) -> None:
     missing = [p for p in args.images if not os.path.isfile(p)]
     if missing:
         raise UserError(f"No such image file: {', '.join(missing)}.")
-    results = predict_images(_classifier(args), args.images, args.top_k)
+    clf = _classifier(args)
+    if _task(clf) != "classification":
+        from .dense_eval import predict_dense
+
+        results = predict_dense(clf.model, args.images, args.save, args.score_thresh)
+        print(json.dumps(results if len(results) > 1 else results[0]))
+        return
+    if args.save:
+        raise UserError("--save draws boxes or masks; it is for detection and segmentation models.")
+    results = predict_images(clf, args.images, args.top_k)
     if args.json:
         print(json.dumps(results if len(results) > 1 else results[0]))
         return
@@ -88,7 +101,11 @@ def add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     add_model_source(p)
     p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true", help="print JSON (detection and segmentation always do)")
+    p.add_argument(
+        "--save", metavar="DIR", help="detection / segmentation: draw the boxes or mask into DIR/<image>.png"
+    )
+    p.add_argument("--score-thresh", type=float, default=0.3, help="detection: the lowest score shown")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -97,15 +114,23 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .evaluate import evaluate
 
     clf = _classifier(args)
-    result = evaluate(clf, args.data, batch_size=args.batch_size, workers=args.workers)
+    if _task(clf) != "classification":
+        from .dense_eval import evaluate_dense
+
+        label_map = args.label_map or getattr(clf.model, "label_map", None)
+        result = evaluate_dense(clf.model, _task(clf), args.data, label_map, args.batch_size, args.workers)
+        keys = ("map", "map50", "n") if _task(clf) == "detection" else ("miou", "pixel_acc", "n")
+    else:
+        if args.label_map:
+            raise UserError("--label-map is for segmentation models.")
+        result = evaluate(clf, args.data, batch_size=args.batch_size, workers=args.workers)
+        keys = ("top1", "top5", "n")
     for path in result["skipped"]:
         print(f"skipped unreadable image: {path}", file=sys.stderr)
-    print(
-        f"{clf.description}: top-1 {result['top1']:.2%}, top-5 {result['top5']:.2%} "
-        f"on {result['n']} images ({len(result['skipped'])} skipped)"
-    )
+    shown = ", ".join(f"{k} {result[k]:.2%}" for k in keys[:2])
+    print(f"{clf.description}: {shown} on {result['n']} images ({len(result['skipped'])} skipped)")
     if args.json:
-        print(json.dumps({k: result[k] for k in ("top1", "top5", "n")}))
+        print(json.dumps({k: result[k] for k in keys}))
 
 
 def add_eval(p: argparse.ArgumentParser) -> None:
@@ -114,11 +139,15 @@ def add_eval(p: argparse.ArgumentParser) -> None:
         "--data",
         required=True,
         metavar="D",
-        help="class subfolders (D/val or D/test if present) or labels.csv + images/",
+        help="class subfolders (D/val or D/test if present) or labels.csv + images/; detection and "
+        "segmentation: the validation split of what train --data takes",
     )
+    p.add_argument("--label-map", choices=["coco-voc"], default=None,
+                   help="segmentation: COCO panoptic ids to the 21 VOC classes (default: as trained)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--json", action="store_true", help="end with a JSON line {top1, top5, n}")
+    p.add_argument("--json", action="store_true",
+                   help="end with a JSON line: {top1, top5, n}, {map, map50, n} or {miou, pixel_acc, n}")  # fmt: skip
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -129,11 +158,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         pretrained=args.pretrained, epochs=args.epochs, batch_size=args.batch_size, img_size=args.img_size,
         lr=args.lr, recipe=args.recipe, workers=args.workers, seed=args.seed, amp=args.amp,
         small_input=args.small_input, strict_data=args.strict_data, resume=args.resume,
-        channels_last=args.channels_last, clip_grad=args.clip_grad, sync_bn=args.sync_bn,
+        channels_last=args.channels_last, clip_grad=args.clip_grad, sync_bn=args.sync_bn, label_map=args.label_map,
     )  # fmt: skip
     result = train(cfg)
     if os.environ.get("RANK", "0") == "0":
-        print(f"best val top-1 {result['best_top1']:.2%} after {result['epochs']} epochs; "
+        print(f"best val {result['best_label']} {result['best']:.2%} after {result['epochs']} epochs; "
               f"outputs in {result['output']}")  # fmt: skip
 
 
@@ -143,11 +172,13 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="NAME")
     p.add_argument("--width-mult", type=float, default=1.0)
     p.add_argument("--pretrained", metavar="SRC", help="torchvision, timm, or a weights / .tflite file")
-    p.add_argument("--data", required=True, help="train/ + val/ folder, or digits, cifar10, cifar100")
+    p.add_argument("--data", required=True, help="train/ + val/ folder, or digits, cifar10, cifar100; detection: "
+                   "dataset YAML, YOLO or COCO folder; segmentation: YAML or images/ + masks/ folder")  # fmt: skip
     p.add_argument("--output", required=True, metavar="DIR")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--img-size", type=int, default=None, help="default: 32 for digits/CIFAR, else 224")
+    p.add_argument("--img-size", type=int, default=None,
+                   help="default: 32 for digits/CIFAR, else the model's (224; SSDLite 320, LR-ASPP 520)")  # fmt: skip
     p.add_argument("--lr", type=float, default=None, help="default: the recipe's")
     p.add_argument(
         "--recipe", choices=list(RECIPES), default=None, help="default: finetune with --pretrained, else short"
@@ -166,6 +197,8 @@ def add_train(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--clip-grad", type=float, default=None, metavar="NORM")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
+    p.add_argument("--label-map", choices=["coco-voc"], default=None,
+                   help="segmentation: COCO panoptic mask ids to torchvision's 21 VOC classes")  # fmt: skip
 
 
 def _split_ints(text: str, flag: str) -> list[int]:

@@ -38,7 +38,7 @@ def run_demo(output: str) -> list[dict[str, Any]]:
     x = torch.randn(1, 3, size, size)
     with torch.inference_mode():
         eager_ms = _latency_ms(model, x)
-    rows = [dict(stage="eager fp32", top1=result["best_top1"], params=prof.params, macs=prof.macs,
+    rows = [dict(stage="eager fp32", top1=result["best"], params=prof.params, macs=prof.macs,
                  size_kb=prof.params * 4 / 1024, latency_ms=eager_ms)]  # fmt: skip
     rows += _deploy_rows(model, out, x)
     plot(zoo_rows(), str(out / "zoo.png"))

@@ -66,6 +66,7 @@ def read_model_json(folder: Path) -> dict[str, Any]:
 def load_checkpoint(path: str | Path) -> nn.Module:
     """Our training output: a folder (``best.safetensors`` + ``model.json``) or a weights file in one."""
     from .models.registry import build_model
+    from .models.tasks import build_task_model, task_of
 
     path = Path(path)
     if not path.exists():
@@ -74,7 +75,8 @@ def load_checkpoint(path: str | Path) -> nn.Module:
     meta = read_model_json(folder)
     if not weights.is_file():
         raise WeightsError(f"{folder} has no {weights.name}; training has not finished an epoch yet.")
-    model = build_model(meta["model"], **meta["model_args"])
+    build = build_model if task_of(meta["model"]) == "classification" else build_task_model
+    model = build(meta["model"], **meta["model_args"])
     state = read_state_dict(weights)
     try:
         model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
@@ -83,6 +85,7 @@ def load_checkpoint(path: str | Path) -> nn.Module:
                            f"{str(exc).splitlines()[0]}") from None  # fmt: skip
     model.pretrained_cfg = meta["pretrained_cfg"]
     model.class_names = meta.get("class_names")
+    model.label_map = meta.get("label_map")
     return model.eval()
 
 

@@ -31,12 +31,12 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from .checkpoint import atomic_save_safetensors, atomic_torch_save, atomic_write_bytes, atomic_write_json
-from .data import ImageDataset, TrainData, build_transforms, load_train_data
-from .evaluate import topk_hits
 from .inference import BEST, MODEL_JSON
-from .models.registry import build_model, model_entry
+from .models.registry import model_entry
+from .models.tasks import build_task_model, task_of
 from .preprocess import DataError
 from .recipes import RECIPES, Recipe
+from .train_tasks import train_task
 
 AMP = ("none", "bf16", "fp16")
 
@@ -68,10 +68,19 @@ class TrainConfig:
     channels_last: bool | None = None
     clip_grad: float | None = None
     sync_bn: bool = False
+    label_map: str | None = None  # segmentation masks: "coco-voc" (see dense_data)
     extra_model_args: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
-        model_entry(self.model)
+        task = task_of(self.model)
+        if task == "classification":
+            model_entry(self.model)
+        else:
+            build_task_model(self.model)  # unknown names: the registry's one-sentence error
+            if self.small_input:
+                raise ValueError("--small-input is for classification models.")
+        if self.label_map is not None and task != "segmentation":
+            raise ValueError("--label-map is for segmentation models (lraspp_...).")
         if self.epochs < 1:
             raise ValueError(f"--epochs must be >= 1, got {self.epochs}.")
         if self.batch_size < 1:
@@ -173,36 +182,10 @@ def read_resume_state(path: Path) -> dict[str, Any]:
 
 
 # --- the run ---------------------------------------------------------------------------------------
-def _build(cfg: TrainConfig, recipe: Recipe, num_classes: int) -> nn.Module:
-    from . import create_model
-
-    kwargs: dict[str, Any] = dict(cfg.extra_model_args)
-    kwargs.setdefault("bn_momentum", recipe.bn_momentum)
-    if recipe.dropout is not None:
-        kwargs.setdefault("dropout", recipe.dropout)
-    if recipe.drop_path:
-        kwargs.setdefault("drop_path_rate", recipe.drop_path)
-    if cfg.width_mult != 1.0:
-        kwargs["width_mult"] = cfg.width_mult
-    if cfg.small_input:
-        kwargs["small_input"] = True
-    if cfg.pretrained:
-        model = create_model(cfg.model, pretrained=cfg.pretrained, **kwargs)
-        model.reset_classifier(num_classes)
-        args = {**model.model_args, **kwargs}
-        args.pop("model_name", None)
-    else:
-        args = {**kwargs, "num_classes": num_classes}
-        model = build_model(cfg.model, **args)
-    args["num_classes"] = num_classes
-    model.model_args = args
-    return model
-
-
-def _param_groups(model: nn.Module, recipe: Recipe, lr: float) -> list[dict[str, Any]]:
-    """No weight decay on BN and biases; the backbone at ``backbone_lr_mult`` when fine-tuning."""
+def _param_groups(model: nn.Module, head_modules: list[nn.Module], recipe: Recipe, lr: float) -> list[dict[str, Any]]:
+    """No weight decay on BN and biases; all but ``head_modules`` at ``backbone_lr_mult`` when fine-tuning."""
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    head = {id(p) for p in model.classifier.parameters()}
+    head = {id(p) for m in head_modules for p in m.parameters()}
     for p in model.parameters():
         if p.requires_grad:
             groups.setdefault((p.ndim <= 1, id(p) in head), []).append(p)
@@ -219,22 +202,8 @@ def _optimizer(params: list[dict[str, Any]], recipe: Recipe, lr: float) -> torch
     return torch.optim.AdamW(params, lr=lr)
 
 
-def _accuracy(model: nn.Module, loader: DataLoader, d: Dist, amp_ctx: Any, channels_last: bool) -> tuple[float, float]:
-    model.eval()
-    top1 = top5 = n = 0.0
-    with torch.inference_mode():
-        for x, y in loader:
-            x, y = x.to(d.device), y.to(d.device)
-            if channels_last:
-                x = x.to(memory_format=torch.channels_last)
-            with amp_ctx():
-                hit1, hit5 = topk_hits(model(x).float(), y)
-            top1, top5, n = top1 + hit1, top5 + hit5, n + len(y)
-    top1, top5, n = _all_reduce([top1, top5, n], d)
-    return top1 / max(n, 1), top5 / max(n, 1)
-
-
-def _plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+def _plot_curves(rows: list[dict[str, Any]], metrics: dict[str, str], path: Path) -> None:
+    """Loss and the validation ``metrics`` (column -> label) per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -244,9 +213,9 @@ def _plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(epochs, [r["train_loss"] for r in rows], "o-")
     a.set(xlabel="epoch", ylabel="train loss", title="loss")
-    b.plot(epochs, [r["val_top1"] for r in rows], "o-", label="top-1")
-    b.plot(epochs, [r["val_top5"] for r in rows], "s--", label="top-5")
-    b.set(xlabel="epoch", ylabel="validation accuracy", title="accuracy", ylim=(0, 1))
+    for (column, label), style in zip(metrics.items(), ("o-", "s--")):
+        b.plot(epochs, [r[column] for r in rows], style, label=label)
+    b.set(xlabel="epoch", ylabel="validation", title=", ".join(metrics.values()), ylim=(0, 1))
     b.legend()
     for ax in (a, b):
         ax.grid(alpha=0.3)
@@ -276,8 +245,7 @@ def _resolve_recipe(cfg: TrainConfig) -> Recipe:
     return RECIPES["finetune" if cfg.pretrained else "short"]
 
 
-def _report_bad(data: TrainData, cfg: TrainConfig, d: Dist) -> list[str]:
-    bad = data.train.bad + data.val.bad
+def _report_bad(bad: list[str], cfg: TrainConfig, d: Dist) -> list[str]:
     if bad and cfg.strict_data:
         raise DataError(f"--strict-data: {len(bad)} unreadable image(s): {', '.join(bad[:10])}"
                         f"{' ...' if len(bad) > 10 else ''}; remove or replace them.")  # fmt: skip
@@ -289,7 +257,8 @@ def _report_bad(data: TrainData, cfg: TrainConfig, d: Dist) -> list[str]:
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run ``cfg``; returns the summary (best top-1, epochs, paths). See the module docstring."""
+    """Run ``cfg``; returns the summary (the best epoch's first metric, epochs, paths). See the module
+    docstring."""
     cfg.validate()
     d = setup_distributed()
     recipe = _resolve_recipe(cfg)
@@ -303,15 +272,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         except OSError as exc:
             raise TrainingError(f"Cannot write to --output {out} ({exc.strerror}); choose another folder.") from None
     seed_everything(cfg.seed + d.rank)
-    data = load_train_data(cfg.data)
-    bad = _report_bad(data, cfg, d)
-    classes = data.train.classes
-    model = _build(cfg, recipe, len(classes))
-    size = cfg.img_size or (32 if data.small else model.pretrained_cfg["input_size"][1])
-    pcfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
-    if data.small:
-        pcfg.update(crop_pct=1.0, resize_mode="tf-slim", interpolation="bilinear")
-    model.pretrained_cfg = pcfg
+    task = train_task(cfg, recipe)
+    task.load()
+    bad = _report_bad(task.bad, cfg, d)
+    model = task.build()
+    pcfg = model.pretrained_cfg
     arch = {"model": cfg.model, "model_args": model.model_args}
 
     channels_last = True if cfg.channels_last is None else cfg.channels_last
@@ -320,21 +285,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         model.to(memory_format=torch.channels_last)
     if cfg.sync_bn and d.world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    train_ds = ImageDataset(
-        data.train,
-        build_transforms(pcfg, data.small, recipe.augment, True, data.flip, recipe.randaug_magnitude, recipe.pad_crop),
-    )
-    val_ds = ImageDataset(data.val, build_transforms(pcfg, data.small, recipe.augment, False))
+    train_ds, val_ds = task.datasets(pcfg)
     sampler = (DistributedSampler(train_ds, d.world, d.rank, shuffle=True, seed=cfg.seed)
                if d.world > 1 else None)  # fmt: skip
-    val_sampler = DistributedSampler(val_ds, d.world, d.rank, shuffle=False) if d.world > 1 else None
-    val_loader = DataLoader(val_ds, cfg.batch_size, sampler=val_sampler, num_workers=cfg.workers)
+    val_loader = task.val_loader(val_ds, cfg.batch_size, d)
     per_rank = math.ceil(len(train_ds) / d.world)
     drop_last = per_rank > cfg.batch_size  # no ragged last batch (BN), unless the data is one batch
     steps_per_epoch = per_rank // cfg.batch_size if drop_last else 1
 
     lr = cfg.lr or recipe.scaled_lr(cfg.batch_size * d.world)
-    optimizer = _optimizer(_param_groups(model, recipe, lr), recipe, lr)
+    optimizer = _optimizer(_param_groups(model, task.head(model), recipe, lr), recipe, lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: recipe.lr_factor(step, steps_per_epoch, cfg.epochs)
     )
@@ -344,20 +304,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     amp_ctx = (lambda: torch.autocast(d.device.type, dtype=dtype)) if dtype else nullcontext
     net = nn.parallel.DistributedDataParallel(model) if d.world > 1 else model
-    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    mix = None
-    if recipe.mixup or recipe.cutmix:
-        from torchvision.transforms import v2
-
-        mixers = [
-            m
-            for m, a in (
-                (v2.MixUp(alpha=recipe.mixup, num_classes=len(classes)), recipe.mixup),
-                (v2.CutMix(alpha=recipe.cutmix, num_classes=len(classes)), recipe.cutmix),
-            )
-            if a
-        ]
-        mix = v2.RandomChoice(mixers)
+    first, second = task.metrics
 
     start, best, history = 0, -1.0, []
     last = out / "last.pt"
@@ -374,7 +321,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if ema is not None:
             ema.load_state_dict(state["ema"])
         set_rng_state(state["rng"])
-        start, best, history = state["epoch"] + 1, state["best_top1"], state["history"]
+        start, best, history = state["epoch"] + 1, state["best"], state["history"]
         _log(d, f"resumed from {last} after epoch {state['epoch'] + 1}")
     elif cfg.resume:
         _log(d, f"--resume: no {last} yet, starting from scratch")
@@ -391,19 +338,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             sampler.set_epoch(epoch)
         loader = DataLoader(train_ds, cfg.batch_size, sampler=sampler or RandomSampler(train_ds, generator=gen),
                             num_workers=cfg.workers, generator=gen, drop_last=drop_last,
-                            persistent_workers=False)  # fmt: skip
+                            persistent_workers=False, collate_fn=task.collate)  # fmt: skip
         t0, seen, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                    disable=not (interactive and d.main), leave=False)  # fmt: skip
-        for x, y in loader:
-            x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
-            if channels_last:
-                x = x.to(memory_format=torch.channels_last)
-            target = y
-            if mix is not None:
-                x, target = mix(x, y)
-            with amp_ctx():
-                loss = criterion(net(x).float(), target)
+        for batch in loader:
+            loss, n = task.loss(net, batch, d, channels_last, amp_ctx)
             if not torch.isfinite(loss):
                 raise TrainingError(f"The loss became {loss.item()} at epoch {epoch + 1}, step {steps + 1}; "
                                     f"stopped, the last good checkpoint is kept in {out}. Lower --lr "
@@ -418,7 +358,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             scheduler.step()
             if ema is not None:
                 ema.update_parameters(model)
-            steps, seen, loss_sum = steps + 1, seen + len(y), loss_sum + loss.item() * len(y)
+            steps, seen, loss_sum = steps + 1, seen + n, loss_sum + loss.item() * n
             rate = seen * d.world / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", img_s=f"{rate:.0f}")
             bar.update()
@@ -428,30 +368,31 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         elapsed = time.perf_counter() - t0
         loss_sum, seen = _all_reduce([loss_sum, seen], d)
         eval_model = ema.module if ema is not None else model
-        top1, top5 = _accuracy(eval_model, val_loader, d, amp_ctx, channels_last)
-        row = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(seen, 1), 6), "val_top1": round(top1, 6),
-               "val_top5": round(top5, 6), "lr": optimizer.param_groups[-1]["lr"],
+        scores = dict(zip(task.metrics, task.evaluate(eval_model, val_loader, d, channels_last, amp_ctx)))
+        row = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(seen, 1), 6),
+               **{k: round(v, 6) for k, v in scores.items()}, "lr": optimizer.param_groups[-1]["lr"],
                "images_per_s": round(seen / elapsed, 1)}  # fmt: skip
         history.append(row)
-        _log(d, f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f}, val top-1 {top1:.2%}, "
-                f"top-5 {top5:.2%}, {row['images_per_s']:.0f} images/s")  # fmt: skip
+        _log(d, f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f}, val {task.labels[0]} "
+                f"{scores[first]:.2%}, {task.labels[1]} {scores[second]:.2%}, "
+                f"{row['images_per_s']:.0f} images/s")  # fmt: skip
         if d.main:
-            if top1 > best:
-                best = top1
+            if scores[first] > best:
+                best = scores[first]
                 atomic_save_safetensors(eval_model.state_dict(), out / BEST)
-                meta = {**arch, "class_names": classes, "pretrained_cfg": pcfg,
-                        "metrics": {"val_top1": top1, "val_top5": top5, "epoch": epoch + 1},
-                        "data": cfg.data, "recipe": asdict(recipe), "skipped_images": bad}  # fmt: skip
+                meta = {**arch, "class_names": task.classes, "pretrained_cfg": pcfg,
+                        "metrics": {**scores, "epoch": epoch + 1}, "data": cfg.data, "label_map": task.label_map,
+                        "recipe": asdict(recipe), "skipped_images": bad}  # fmt: skip
                 atomic_write_json(meta, out / MODEL_JSON)
             _write_metrics(history, out / "metrics.csv")
-            _plot_curves(history, out / "curves.png")
+            _plot_curves(history, dict(zip(task.metrics, task.labels)), out / "curves.png")
             atomic_torch_save({
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None, "rng": rng_state(), "epoch": epoch,
-                "best_top1": best, "history": history, "arch": arch,
+                "best": best, "history": history, "arch": arch,
             }, last)  # fmt: skip
     if d.world > 1:
         dist.barrier()
-    return {"best_top1": best, "epochs": cfg.epochs, "output": str(out), "history": history,
-            "skipped": bad, "model": model, "recipe": recipe.name}  # fmt: skip
+    return {"best": best, "metric": first, "best_label": task.labels[0], "epochs": cfg.epochs, "output": str(out),
+            "history": history, "skipped": bad, "model": model, "recipe": recipe.name}  # fmt: skip

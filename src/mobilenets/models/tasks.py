@@ -87,6 +87,7 @@ def build_task_model(name: str, **kwargs: Any) -> nn.Module:
         net = _backbone(backbone, pretrained, dilated=True, **net_args)
         model = LRASPP(net, num_classes)
     model.model_name = name
+    model.num_classes = num_classes
     model.model_args = {"num_classes": num_classes, **net_args, **kwargs}
     model.backbone_name = backbone
     model.pretrained_cfg = _preprocessing(task, kwargs.get("size", 320))
