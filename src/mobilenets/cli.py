@@ -64,10 +64,6 @@ def _classifier(args: argparse.Namespace):
     return clf
 
 
-def _task(clf) -> str:
-    return getattr(clf.model, "task", "classification")
-
-
 def cmd_predict(args: argparse.Namespace) -> None:
     import json
 
@@ -79,10 +75,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if missing:
         raise UserError(f"No such image file: {', '.join(missing)}.")
     clf = _classifier(args)
-    if _task(clf) != "classification":
+    if clf.task != "classification":
         from .dense_eval import predict_dense
 
-        results = predict_dense(clf.model, args.images, args.save, args.score_thresh)
+        results = predict_dense(clf, args.images, args.save, args.score_thresh)
         print(json.dumps(results if len(results) > 1 else results[0]))
         return
     if args.save:
@@ -114,12 +110,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from .evaluate import evaluate
 
     clf = _classifier(args)
-    if _task(clf) != "classification":
+    if clf.task != "classification":
         from .dense_eval import evaluate_dense
 
-        label_map = args.label_map or getattr(clf.model, "label_map", None)
-        result = evaluate_dense(clf.model, _task(clf), args.data, label_map, args.batch_size, args.workers)
-        keys = ("map", "map50", "n") if _task(clf) == "detection" else ("miou", "pixel_acc", "n")
+        result = evaluate_dense(clf, args.data, args.label_map, args.batch_size, args.workers)
+        keys = ("map", "map50", "n") if clf.task == "detection" else ("miou", "pixel_acc", "n")
     else:
         if args.label_map:
             raise UserError("--label-map is for segmentation models.")
@@ -211,7 +206,7 @@ def _split_ints(text: str, flag: str) -> list[int]:
 def cmd_export(args: argparse.Namespace) -> None:
     import json
 
-    from .deploy.export import export
+    from .deploy.export import export, exportable
     from .deploy.mobile import export_mobile
     from .deploy.quantize import export_int8
 
@@ -229,6 +224,9 @@ def cmd_export(args: argparse.Namespace) -> None:
     if args.channels_last_input and args.format not in ("tflite", "pte", "coreml"):
         raise UserError("--channels-last-input is for the phone formats (tflite, pte, coreml).")
     model = _classifier(args).model
+    if model is None:
+        raise UserError("--weights is already an export; export from a checkpoint, weights or --model.")
+    exportable(model, args.format, args.int8)  # what detection and segmentation models do not offer: one sentence
     if args.format in ("tflite", "pte", "coreml"):
         report = export_mobile(model, args.output, args.format, args.img_size, calib=args.calib,
                                calib_size=args.calib_size, channels_last_input=args.channels_last_input)  # fmt: skip

@@ -14,7 +14,7 @@ import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -33,6 +33,9 @@ from .dense_data import (
     segmentation_transforms,
 )
 from .preprocess import DataError
+
+if TYPE_CHECKING:
+    from .inference import Classifier
 
 
 def coco_map(predictions: list[dict[str, torch.Tensor]], targets: list[dict[str, torch.Tensor]]) -> dict[str, float]:
@@ -159,18 +162,17 @@ def torch_runner(model: nn.Module, task: str, channels_last: bool = False, amp: 
     return run
 
 
-def evaluate_dense(model: nn.Module, task: str, data: str, label_map: str | None = None, batch_size: int = 8,
+def evaluate_dense(clf: Classifier, data: str, label_map: str | None = None, batch_size: int = 8,
                    workers: int = 2) -> dict[str, Any]:  # fmt: skip
-    """``{"map", "map50", "n"}`` or ``{"miou", "pixel_acc", "n"}`` of ``model`` on the validation split
-    of ``data``, with the data's labels matched to the model's class names."""
-    dense = load_dense_data(task, data, label_map)
-    loader = eval_loader(task, dense, model.pretrained_cfg, batch_size, workers)
-    lut = label_lut(dense.classes, model_class_names(model))
-    run = torch_runner(model, task)
-    if task == "detection":
-        scores = run_detection(run, loader, lut)
+    """``{"map", "map50", "n"}`` or ``{"miou", "pixel_acc", "n"}`` of a loaded detection or segmentation
+    model on the validation split of ``data``, the data's labels matched to the model's class names."""
+    dense = load_dense_data(clf.task, data, label_map or clf.label_map)
+    loader = eval_loader(clf.task, dense, clf.cfg, batch_size, workers)
+    lut = label_lut(dense.classes, clf.class_names)
+    if clf.task == "detection":
+        scores = run_detection(clf.run, loader, lut)
     else:
-        scores = run_segmentation(run, loader, model.num_classes, lut)
+        scores = run_segmentation(clf.run, loader, len(clf.class_names), lut)
     return {**scores, "n": len(dense.val.samples), "skipped": dense.val.bad}
 
 
@@ -190,7 +192,7 @@ def model_class_names(model: nn.Module) -> list[str]:
 
 
 # --- pictures ----------------------------------------------------------------------------------------
-def predict_dense(model: nn.Module, paths: list[str], save: str | None = None, score_thresh: float = 0.3
+def predict_dense(clf: Classifier, paths: list[str], save: str | None = None, score_thresh: float = 0.3
                   ) -> list[dict[str, Any]]:  # fmt: skip
     """Detections above ``score_thresh`` (boxes in pixels) or the classes present in the mask, per image;
     with ``save``, the boxes or the mask drawn over each photo as ``save/<name>.png``."""
@@ -199,16 +201,14 @@ def predict_dense(model: nn.Module, paths: list[str], save: str | None = None, s
 
     from .preprocess import load_rgb
 
-    names = model_class_names(model)
-    cfg = model.pretrained_cfg
-    run = torch_runner(model, model.task)
+    names, cfg, run = clf.class_names, clf.cfg, clf.run
     out_dir = Path(save) if save else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for path in paths:
         img = v2.functional.pil_to_tensor(load_rgb(path))
-        if model.task == "detection":
+        if clf.task == "detection":
             det = run([img.float() / 255])[0]
             keep = det["scores"] >= score_thresh
             boxes, scores, labels = det["boxes"][keep], det["scores"][keep], det["labels"][keep]

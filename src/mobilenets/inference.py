@@ -25,14 +25,18 @@ BEST = "best.safetensors"
 
 @dataclass
 class Classifier:
-    """``run`` maps a normalized NCHW batch to logits; ``cfg`` is the preprocessing to apply first."""
+    """A loaded model of any task. ``run`` maps a normalized NCHW batch to logits (segmentation: per
+    pixel); for detection, a list of [0, 1] CHW images to torchvision's ``[{"boxes", "scores", "labels"}]``.
+    ``cfg`` is the preprocessing to apply first."""
 
-    run: Callable[[torch.Tensor], torch.Tensor]
+    run: Callable[[Any], Any]
     cfg: dict[str, Any]
     class_names: list[str]
     description: str
     model: nn.Module | None = None
     warning: str | None = None  # one sentence a command prints before using it
+    task: str = "classification"
+    label_map: str | None = None  # segmentation masks the model was trained on (see dense_data)
 
 
 def _names_for(num_classes: int, names: list[str] | None = None) -> list[str]:
@@ -46,6 +50,13 @@ def _names_for(num_classes: int, names: list[str] | None = None) -> list[str]:
 
 
 def torch_classifier(model: nn.Module, names: list[str] | None = None, description: str = "") -> Classifier:
+    task = getattr(model, "task", "classification")
+    if task != "classification":
+        from .dense_eval import model_class_names, torch_runner
+
+        return Classifier(torch_runner(model, task), dict(model.pretrained_cfg), model_class_names(model),
+                          description or model.model_name, model, task=task,
+                          label_map=getattr(model, "label_map", None))  # fmt: skip
     model.eval()
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -126,12 +137,20 @@ def onnx_classifier(path: Path) -> Classifier:
     info = json.loads(meta["mobilenets"])
     name = session.get_inputs()[0].name
     from .deploy.int8_settings import saturation_warning
+    from .models.tasks import task_of
+
+    task = task_of(info.get("model") or "")
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {name: np.ascontiguousarray(x.numpy())})[0])
 
-    return Classifier(run, info["pretrained_cfg"], info["class_names"], f"ONNX {path.name}",
-                      warning=saturation_warning(info))  # fmt: skip
+    def detect(images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        outputs = (session.run(None, {name: np.ascontiguousarray(im.numpy())}) for im in images)
+        return [{k: torch.from_numpy(v) for k, v in zip(("boxes", "scores", "labels"), out)} for out in outputs]
+
+    return Classifier(detect if task == "detection" else run, info["pretrained_cfg"], info["class_names"],
+                      f"ONNX {path.name}", warning=saturation_warning(info), task=task,
+                      label_map=info.get("label_map"))  # fmt: skip
 
 
 def mobile_classifier(path: Path) -> Classifier:

@@ -87,8 +87,9 @@ def export_int8(
     """Export ``model`` to an int8 QDQ ONNX file at ``path`` calibrated on ``calib``; with ``qat`` (training
     data, as ``mobilenets train --data`` takes) after quantization-aware fine-tuning on it. ``bits``: weight
     bits, 7 or 8 (default: what this CPU runs exactly; see :func:`weight_bits`)."""
-    from .export import _add_metadata, _check_exportable, _onnx_bytes, check_onnx, model_metadata
+    from .export import _add_metadata, _check_exportable, _onnx_bytes, check_onnx, exportable, model_metadata
 
+    model = exportable(model, "onnx", int8=True)
     path, size = _check_exportable(model, path, img_size)
     bits = weight_bits(bits)
     cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
