@@ -305,6 +305,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     amp_ctx = (lambda: torch.autocast(d.device.type, dtype=dtype)) if dtype else nullcontext
     net = nn.parallel.DistributedDataParallel(model) if d.world > 1 else model
     first, second = task.metrics
+    head_bn = {id(m) for h in task.head(model) for m in h.modules()}
 
     start, best, history = 0, -1.0, []
     last = out / "last.pt"
@@ -329,9 +330,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     interactive = sys.stderr.isatty()
     for epoch in range(start, cfg.epochs):
         net.train()
-        if recipe.freeze_bn:
+        if recipe.freeze_bn:  # the backbone's; new heads learn their statistics
             for m in model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in head_bn:
                     m.eval()
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         if sampler is not None:

@@ -1,0 +1,99 @@
+"""Detection and segmentation on coco128 (train on train2017, evaluate on val2017), and SSDLite training
+throughput against torchvision's in the same loop.
+
+    python benchmarks/bench_dense.py transfer [--epochs 12]
+    python benchmarks/bench_dense.py throughput [--steps 6]
+
+``transfer``: SSDLite (320 px) and LR-ASPP (256 px, the 21 VOC classes) on MobileNetV2, once from Google's
+ImageNet weights (../shared/data/weights/mobilenet_v2_1.0_224_quant.tflite, the ``finetune`` recipe) and
+once from random initialisation (the ``short`` recipe), the same epochs and batch, through
+``mobilenets train``; prints the best validation mAP / mIoU and the wall time of each.
+``throughput``: images/s of a training step (SSD losses, AdamW, batch 8, 320 px, 2 threads) of our
+``ssdlite320_mobilenet_v3_large`` and torchvision's, interleaved on the same batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+COCO128 = DATA / "coco128"
+V2_WEIGHTS = DATA / "weights" / "mobilenet_v2_1.0_224_quant.tflite"
+
+
+def transfer(epochs: int) -> None:
+    import json
+
+    runs = [
+        ("ssdlite_mobilenet_v2", COCO128 / "object_detection" / "config.yaml", ["--img-size", "320"], "map"),
+        ("lraspp_mobilenet_v2", COCO128 / "semantic_segmentation" / "config.yaml",
+         ["--img-size", "256", "--label-map", "coco-voc"], "miou"),
+    ]  # fmt: skip
+    print("| model | start | recipe | epochs | best val | wall s |\n|---|---|---|---|---|---|")
+    for model, data, extra, metric in runs:
+        for start in ("imagenet", "scratch"):
+            with tempfile.TemporaryDirectory() as out:
+                cmd = [sys.executable, "-m", "mobilenets.cli", "train", "--model", model, "--data", str(data),
+                       "--output", out, "--epochs", str(epochs), "--batch-size", "16", *extra]  # fmt: skip
+                if start == "imagenet":
+                    cmd += ["--pretrained", str(V2_WEIGHTS)]
+                t0 = time.perf_counter()
+                subprocess.run(cmd, check=True, capture_output=True)
+                wall = time.perf_counter() - t0
+                meta = json.loads((Path(out) / "model.json").read_text())
+            best = meta["metrics"][f"val_{metric}"]
+            recipe = meta["recipe"]["name"]
+            print(f"| {model} | {start} | {recipe} | {epochs} | {metric} {best:.2%} (epoch {meta['metrics']['epoch']}) "
+                  f"| {wall:.0f} |", flush=True)  # fmt: skip
+
+
+def throughput(steps: int) -> None:
+    from mobilenets import create_model
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    models = {"torchvision": torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None,
+                                                                                        weights_backbone=None),
+              "ours": create_model("ssdlite320_mobilenet_v3_large")}  # fmt: skip
+    opts = {k: torch.optim.AdamW(m.parameters(), 1e-3) for k, m in models.items()}
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 320, 320, generator=gen) for _ in range(8)]
+    targets = [{"boxes": torch.tensor([[20.0, 30.0, 200.0, 220.0], [100.0, 50.0, 300.0, 310.0]]),
+                "labels": torch.tensor([1, 18])} for _ in images]  # fmt: skip
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for i in range(steps + 1):
+        for k, m in models.items():
+            m.train()
+            t0 = time.perf_counter()
+            loss = sum(m(images, targets).values())
+            opts[k].zero_grad()
+            loss.backward()
+            opts[k].step()
+            if i:  # the first step warms up
+                times[k].append(time.perf_counter() - t0)
+    ips = {k: len(images) / statistics.median(v) for k, v in times.items()}
+    print("| model | torchvision images/s | ours images/s | ratio |\n|---|---|---|---|")
+    print(f"| ssdlite320_mobilenet_v3_large | {ips['torchvision']:.1f} | {ips['ours']:.1f} | "
+          f"{ips['ours'] / ips['torchvision']:.2f} |")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    sub.add_parser("transfer").add_argument("--epochs", type=int, default=12)
+    sub.add_parser("throughput").add_argument("--steps", type=int, default=6)
+    args = parser.parse_args()
+    transfer(args.epochs) if args.what == "transfer" else throughput(args.steps)
+
+
+if __name__ == "__main__":
+    main()
