@@ -122,7 +122,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
         keys = ("top1", "top5", "n")
     for path in result["skipped"]:
         print(f"skipped unreadable image: {path}", file=sys.stderr)
-    shown = ", ".join(f"{k} {result[k]:.2%}" for k in keys[:2])
+    label = {"top1": "top-1", "top5": "top-5", "map": "mAP", "map50": "mAP@.5", "miou": "mIoU",
+             "pixel_acc": "pixel accuracy"}  # fmt: skip
+    shown = ", ".join(f"{label[k]} {result[k]:.2%}" for k in keys[:2])
     print(f"{clf.description}: {shown} on {result['n']} images ({len(result['skipped'])} skipped)")
     if args.json:
         print(json.dumps({k: result[k] for k in keys}))
