@@ -1,13 +1,17 @@
 """Detection and segmentation on coco128 (train on train2017, evaluate on val2017), and SSDLite training
 throughput against torchvision's in the same loop.
 
-    python benchmarks/bench_dense.py transfer [--epochs 12]
+    python benchmarks/bench_dense.py transfer [--epochs 12] [--keep DIR]
     python benchmarks/bench_dense.py throughput [--steps 6]
+    python benchmarks/bench_dense.py int8 --checkpoint DIR
 
 ``transfer``: SSDLite (320 px) and LR-ASPP (256 px, the 21 VOC classes) on MobileNetV2, once from Google's
 ImageNet weights (../shared/data/weights/mobilenet_v2_1.0_224_quant.tflite, the ``finetune`` recipe) and
 once from random initialisation (the ``short`` recipe), the same epochs and batch, through
 ``mobilenets train``; prints the best validation mAP / mIoU and the wall time of each.
+``int8``: a trained segmentation checkpoint (e.g. ``transfer --keep``'s LR-ASPP) in PyTorch, as fp32 ONNX
+and as int8 ONNX (calibrated on 64 coco128 train2017 photos), each run over coco128 val2017 in ONNX Runtime:
+mIoU and pixel accuracy.
 ``throughput``: images/s of a training step (SSD losses, AdamW, batch 8, 320 px, 2 threads) of our
 ``ssdlite320_mobilenet_v3_large`` and torchvision's, interleaved on the same batches.
 """
@@ -30,8 +34,9 @@ COCO128 = DATA / "coco128"
 V2_WEIGHTS = DATA / "weights" / "mobilenet_v2_1.0_224_quant.tflite"
 
 
-def transfer(epochs: int) -> None:
+def transfer(epochs: int, keep: str | None) -> None:
     import json
+    import shutil
 
     runs = [
         ("ssdlite_mobilenet_v2", COCO128 / "object_detection" / "config.yaml", ["--img-size", "320"], "map"),
@@ -50,10 +55,37 @@ def transfer(epochs: int) -> None:
                 subprocess.run(cmd, check=True, capture_output=True)
                 wall = time.perf_counter() - t0
                 meta = json.loads((Path(out) / "model.json").read_text())
+                if keep:
+                    shutil.copytree(out, Path(keep) / f"{model}-{start}", dirs_exist_ok=True)
             best = meta["metrics"][f"val_{metric}"]
             recipe = meta["recipe"]["name"]
             print(f"| {model} | {start} | {recipe} | {epochs} | {metric} {best:.2%} (epoch {meta['metrics']['epoch']}) "
                   f"| {wall:.0f} |", flush=True)  # fmt: skip
+
+
+def int8(checkpoint: str) -> None:
+    from mobilenets.dense_eval import evaluate_dense
+    from mobilenets.deploy.export import export
+    from mobilenets.deploy.quantize import export_int8
+    from mobilenets.inference import load_classifier
+
+    data = str(COCO128 / "semantic_segmentation" / "config.yaml")
+    calib = sorted((COCO128 / "images" / "train2017").glob("*.jpg"))[:64]
+    print("| model | runtime | precision | mIoU | pixel acc | n |\n|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        calib_dir = Path(tmp) / "calib"
+        calib_dir.mkdir()
+        for p in calib:
+            (calib_dir / p.name).symlink_to(p)
+        clf = load_classifier(checkpoint=checkpoint)
+        export(clf.model, Path(tmp) / "fp32.onnx")
+        export_int8(clf.model, Path(tmp) / "int8.onnx", str(calib_dir), calib_size=64)
+        for runtime, loaded in (("PyTorch", clf), ("ONNX Runtime", load_classifier(weights=f"{tmp}/fp32.onnx")),
+                                ("ONNX Runtime", load_classifier(weights=f"{tmp}/int8.onnx"))):  # fmt: skip
+            r = evaluate_dense(loaded, data, workers=0)
+            precision = "int8" if "int8" in loaded.description else "fp32"
+            print(f"| {clf.model.model_name} | {runtime} | {precision} | {r['miou']:.2%} | {r['pixel_acc']:.2%} "
+                  f"| {r['n']} |", flush=True)  # fmt: skip
 
 
 def throughput(steps: int) -> None:
@@ -89,10 +121,18 @@ def throughput(steps: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
-    sub.add_parser("transfer").add_argument("--epochs", type=int, default=12)
+    p = sub.add_parser("transfer")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--keep", metavar="DIR", help="keep the training outputs in DIR/<model>-<start>")
     sub.add_parser("throughput").add_argument("--steps", type=int, default=6)
+    sub.add_parser("int8").add_argument("--checkpoint", required=True)
     args = parser.parse_args()
-    transfer(args.epochs) if args.what == "transfer" else throughput(args.steps)
+    if args.what == "transfer":
+        transfer(args.epochs, args.keep)
+    elif args.what == "int8":
+        int8(args.checkpoint)
+    else:
+        throughput(args.steps)
 
 
 if __name__ == "__main__":

@@ -270,7 +270,7 @@ def test_segmentation_onnx_any_size_and_int8(tmp_path, capsys):
         assert got.shape == ref.shape and (got - ref).abs().max() <= 1e-4 * ref.abs().max()
     assert main(["export", "--model", "ssdlite_mobilenet_v2", "--format", "tflite", "--output",
                  str(tmp_path / "x.tflite")]) == 2  # fmt: skip
-    assert "export to ONNX" in capsys.readouterr().err
+    assert "Detection models export to ONNX" in capsys.readouterr().err
 
 
 def test_task_mistakes_are_one_sentence(tmp_path, capsys):

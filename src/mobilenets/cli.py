@@ -228,7 +228,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     model = _classifier(args).model
     if model is None:
         raise UserError("--weights is already an export; export from a checkpoint, weights or --model.")
-    exportable(model, args.format, args.int8)  # what detection and segmentation models do not offer: one sentence
+    model = exportable(model, args.format, args.int8)  # a segmentation model's logits; refusals in one sentence
     if args.format in ("tflite", "pte", "coreml"):
         report = export_mobile(model, args.output, args.format, args.img_size, calib=args.calib,
                                calib_size=args.calib_size, channels_last_input=args.channels_last_input)  # fmt: skip
@@ -280,9 +280,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     from .deploy.bench import bench, bench_header, plot_latency, render_rows
     from .models.registry import model_entry
+    from .models.tasks import build_task_model, task_of
 
     for name in args.model:
-        model_entry(name)
+        build_task_model(name) if task_of(name) != "classification" else model_entry(name)
     if args.threads < 1:
         raise UserError("--threads must be at least 1.")
     rows = bench(args.model, [b for b in args.backends.split(",") if b], _split_ints(args.batch_sizes, "--batch-sizes"),

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from ..cpu import cpu_info
 from ..models.registry import build_model
+from ..models.tasks import task_of
 from ..zoo import PUBLISHED, Published
 from .runtime import (
     BACKENDS,
@@ -26,6 +27,60 @@ from .runtime import (
 )
 
 TORCHVISION = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
+TORCHVISION_TASKS = ("ssdlite320_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
+DETECTION_BACKENDS = ("eager", "onnxruntime")  # the whole detector, NMS included
+
+
+def _detect_batch(model: Any) -> Any:
+    """A detector as a batch function: each image of an NCHW batch in turn (torchvision's list input)."""
+
+    def run(x: np.ndarray) -> Any:
+        with torch.inference_mode():
+            return model([torch.from_numpy(im) for im in x])
+
+    return run
+
+
+def _torchvision_task_runner(name: str) -> Any:
+    import torchvision
+
+    if name.startswith("ssdlite"):
+        return _detect_batch(torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights_backbone=None).eval())
+    ref = torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights_backbone=None).eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return ref(torch.from_numpy(x))["out"].numpy()
+
+    return run
+
+
+def _dense_runners(name: str, pairs: list[tuple[str, str]], threads: int, calib: Any, img_size: int) -> dict:
+    """Detection: the whole model (resizing, decoding, NMS) in PyTorch and as our ONNX graph in ONNX Runtime,
+    fp32, [0, 1] images of ``img_size``. Segmentation: the per-pixel logits on every backend, as classifiers."""
+    from ..models.tasks import build_task_model
+    from .export import SegmentationLogits, _detection_onnx, model_metadata
+
+    model = build_task_model(name).eval()
+    if model.task == "segmentation":
+        wrapped = SegmentationLogits(model).eval()
+        cache: dict[str, bytes] = {}
+        return {(b, p): build_runner(wrapped, b, threads, cache, calib, img_size, p) for b, p in pairs}
+    runners: dict[tuple[str, str], Any] = {}
+    for backend, precision in pairs:
+        if backend not in DETECTION_BACKENDS or precision != "fp32":
+            continue
+        if backend == "eager":
+            runners[(backend, precision)] = _detect_batch(model)
+        else:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+            data, _ = _detection_onnx(model, img_size, model_metadata(model))
+            session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+            runners[(backend, precision)] = lambda x, s=session: [s.run(None, {"image": im}) for im in x]
+    return runners
 
 
 @dataclass
@@ -90,16 +145,23 @@ def bench(models: list[str], backends: list[str], batch_sizes: list[int], thread
     rows: list[BenchRow] = []
     calib = calib if calib is not None else torch.randn(16, 3, img_size, img_size)
     for name in models:
-        model = build_model(name).eval()
-        cache: dict[str, bytes] = {}
-        runners = {(b, p): build_runner(model, b, threads, cache, calib, img_size, p) for b, p in pairs}
+        if task_of(name) != "classification":
+            runners = _dense_runners(name, pairs, threads, calib, img_size)
+        else:
+            model = build_model(name).eval()
+            cache: dict[str, bytes] = {}
+            runners = {(b, p): build_runner(model, b, threads, cache, calib, img_size, p) for b, p in pairs}
         if name in TORCHVISION:
             import torchvision
 
             ref = getattr(torchvision.models, name)().eval()
             runners = {("torchvision eager", "fp32"): _torch_runner(ref, False), **runners}
+        elif name in TORCHVISION_TASKS:
+            runners = {("torchvision eager", "fp32"): _torchvision_task_runner(name), **runners}
         for batch in batch_sizes:
             x = np.random.default_rng(0).standard_normal((batch, 3, img_size, img_size), dtype=np.float32)
+            if task_of(name) == "detection":  # images in [0, 1]
+                x = np.random.default_rng(0).random((batch, 3, img_size, img_size), dtype=np.float32)
             base = None
             for (backend, precision), run in runners.items():
                 median, p90, ips = _stats(measure_ms(run, x, repeats), batch)

@@ -37,6 +37,7 @@ def model_metadata(model: nn.Module, class_names: list[str] | None = None) -> di
         names = _names_for(getattr(model, "num_classes", 0), class_names or getattr(model, "class_names", None))
     return {
         "model": getattr(model, "model_name", None),
+        "task": getattr(model, "task", "classification"),
         "model_args": getattr(model, "model_args", {}),
         "pretrained_cfg": getattr(model, "pretrained_cfg", {}),
         "class_names": names,
@@ -58,16 +59,19 @@ class SegmentationLogits(nn.Module):
 
 
 def exportable(model: nn.Module, format: str, int8: bool = False) -> nn.Module:
-    """The module to export (a segmentation model's logits); refuses what detection and segmentation
-    models do not offer yet: formats other than ONNX, and int8 detection."""
+    """The module to export: a segmentation model as its logits (every format; the phone formats at a fixed
+    size), a detector whole (ONNX only: its NMS is an ONNX operator, not a LiteRT / ExecuTorch / Core ML
+    one); refuses int8 detection."""
     task = getattr(model, "task", "classification")
-    if task == "classification":
+    if task == "classification" or isinstance(model, SegmentationLogits):
         return model
+    if task == "segmentation":
+        return SegmentationLogits(model)
     if format != "onnx":
-        raise ExportError(f"{task.capitalize()} models export to ONNX (--format onnx); {format} is not offered yet.")
-    if int8 and task == "detection":
+        raise ExportError(f"Detection models export to ONNX (--format onnx); {format} is not offered yet.")
+    if int8:
         raise ExportError("int8 export is offered for segmentation models, not yet for detection.")
-    return SegmentationLogits(model) if task == "segmentation" else model
+    return model
 
 
 def _check_exportable(model: nn.Module, path: str | os.PathLike, img_size: int | None) -> tuple[Path, int]:
@@ -133,7 +137,7 @@ def detection_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
     return float(dist.min(1).values.max())
 
 
-def _detection_onnx(model: nn.Module, path: Path, size: int, meta: dict[str, Any]) -> tuple[bytes, float]:
+def _detection_onnx(model: nn.Module, size: int, meta: dict[str, Any]) -> tuple[bytes, float]:
     """SSD with its resizing, decoding and NMS as one ONNX graph: a [0, 1] image (3 x H x W, any size) in,
     ``boxes`` (N x 4, pixels), ``scores``, ``labels`` out; checked in ONNX Runtime on two image sizes."""
     import onnxruntime as ort
@@ -200,6 +204,7 @@ def export(
     weight-only. Returns a report."""
     if format not in FORMATS:
         raise ExportError(f"Unknown export format {format!r}; use one of {', '.join(FORMATS)}.")
+    model = exportable(model, format, int8)
     if int8 and calib is None:
         raise ExportError("int8 needs calibration images: pass calib= a folder of images or a tensor.")
     if channels_last_input and format in ("onnx", "torchscript", "pt2"):
@@ -215,14 +220,14 @@ def export(
         from .quantize import export_int8
 
         return export_int8(model, path, calib, img_size)
-    model = exportable(model, format).eval()
+    model = model.eval()
     path, size = _check_exportable(model, path, img_size)
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     meta = model_metadata(model, class_names)
     meta["pretrained_cfg"] = {**meta["pretrained_cfg"], "input_size": (3, size, size)}
     report: dict[str, Any] = {"path": str(path), "format": format, "img_size": size}
     if getattr(model, "task", None) == "detection":
-        data, report["max_box_diff_onnxruntime"] = _detection_onnx(model, path, size, meta)
+        data, report["max_box_diff_onnxruntime"] = _detection_onnx(model, size, meta)
     elif format == "onnx":
         data = _add_metadata(_onnx_bytes(model, x), meta)
         report["max_abs_diff_onnxruntime"] = check_onnx(data, model, x)

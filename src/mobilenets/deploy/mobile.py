@@ -167,7 +167,8 @@ def _coreml_model(model: nn.Module, x: torch.Tensor, int8: bool, meta: dict[str,
         config = OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear_symmetric"))
         ml = linear_quantize_weights(ml, config)
     ml.user_defined_metadata["mobilenets"] = json.dumps(meta)
-    ml.short_description = f"{meta['model']}: {len(meta['class_names'])}-class image classifier (mobilenets)"
+    kind = {"segmentation": "segmentation model (per-pixel logits)"}.get(meta.get("task"), "image classifier")
+    ml.short_description = f"{meta['model']}: {len(meta['class_names'])}-class {kind} (mobilenets)"
     return ml
 
 
