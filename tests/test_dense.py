@@ -289,3 +289,47 @@ def test_task_mistakes_are_one_sentence(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_bench_reports_detection_and_segmentation(capsys):
+    args = ["bench", "--model", "ssdlite320_mobilenet_v3_large", "lraspp_mobilenet_v3_small", "--backends",
+            "eager,onnxruntime", "--batch-sizes", "1", "--img-size", "128", "--repeats", "2", "--json"]  # fmt: skip
+    assert main(args) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["model"], r["backend"]) for r in rows] == [
+        ("ssdlite320_mobilenet_v3_large", "torchvision eager"), ("ssdlite320_mobilenet_v3_large", "eager"),
+        ("ssdlite320_mobilenet_v3_large", "onnxruntime"), ("lraspp_mobilenet_v3_small", "eager"),
+        ("lraspp_mobilenet_v3_small", "onnxruntime")]  # fmt: skip
+    assert all(r["median_ms"] > 0 for r in rows) and rows[0]["vs_torchvision_eager"] == 1.0
+
+
+@pytest.mark.own_process  # LiteRT stays out of the test process (see conftest.py)
+def test_segmentation_to_litert_checked_in_its_runtime(tmp_path):
+    from mobilenets.deploy.mobile import litert_runner
+
+    model = _random_weights(create_model("lraspp_mobilenet_v3_small"))
+    report = export(model, tmp_path / "seg.tflite", "tflite", img_size=128)
+    assert report["runtime_check"] == "LiteRT" and report["max_rel_diff"] < 1e-4
+    x = torch.stack([torch.nn.functional.interpolate(p[None], size=(128, 128))[0] for p in _photos(2)])
+    x = (x - 0.45) / 0.225
+    with torch.inference_mode():
+        ref = model(x)["out"]
+    got = torch.from_numpy(litert_runner(str(tmp_path / "seg.tflite"))(x.numpy()))
+    assert got.shape == ref.shape == (2, 21, 128, 128)
+    assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+def test_detection_under_torchrun_two_cpu_processes(tmp_path):
+    import subprocess
+    import sys
+
+    data = _yolo_folder(tmp_path / "yolo", n_train=16, n_val=4)
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29519", "-m",
+           "mobilenets", "train", *DET_ARGS, "--data", str(data), "--output", str(out), "--epochs", "1"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("best val mAP") == 1 and proc.stderr.count("epoch 1/1:") == 1
+    meta = json.loads((out / "model.json").read_text())
+    assert 0 <= meta["metrics"]["val_map"] <= 1
+    assert not any(k.startswith("module.") for k in torch.load(out / "last.pt", weights_only=True)["model"])
