@@ -333,3 +333,15 @@ def test_detection_under_torchrun_two_cpu_processes(tmp_path):
     meta = json.loads((out / "model.json").read_text())
     assert 0 <= meta["metrics"]["val_map"] <= 1
     assert not any(k.startswith("module.") for k in torch.load(out / "last.pt", weights_only=True)["model"])
+
+
+def test_masks_of_another_size_are_skipped_and_rgb_masks_refused(tmp_path):
+    data = _mask_folder(tmp_path / "masks", n_train=3, n_val=2)
+    first = sorted((data / "masks" / "train").iterdir())[0]
+    first.unlink()
+    Image.new("L", (7, 5)).save(first)  # a mask that belongs to no photo of this size
+    seg = load_segmentation_data(str(data))
+    assert seg.train.bad == [str(first)] and len(seg.train.samples) == 2
+    Image.new("RGB", (7, 5)).save(first)
+    with pytest.raises(ValueError, match="has mode RGB; masks hold one class index per pixel"):
+        load_segmentation_data(str(data))

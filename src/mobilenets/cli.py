@@ -280,10 +280,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     from .deploy.bench import bench, bench_header, plot_latency, render_rows
     from .models.registry import model_entry
-    from .models.tasks import build_task_model, task_of
+    from .models.tasks import task_backbone, task_of
 
     for name in args.model:
-        build_task_model(name) if task_of(name) != "classification" else model_entry(name)
+        task_backbone(name) if task_of(name) != "classification" else model_entry(name)
     if args.threads < 1:
         raise UserError("--threads must be at least 1.")
     rows = bench(args.model, [b for b in args.backends.split(",") if b], _split_ints(args.batch_sizes, "--batch-sizes"),

@@ -232,6 +232,15 @@ def _mask_split(images: Path, masks: Path) -> DenseSplit:
     if not pairs:
         raise DataError(f"No image in {images} has a mask of the same name in {masks}.")
     bad = set(_check_images([p for p, _ in pairs] + [m for _, m in pairs]))
+    for image, mask in pairs:  # from the headers: sizes and modes
+        if str(image) in bad or str(mask) in bad:
+            continue
+        with Image.open(image) as img, Image.open(mask) as m:
+            if m.mode not in ("L", "P", "I", "I;16"):
+                raise DataError(f"{mask} has mode {m.mode}; masks hold one class index per pixel "
+                                "(single-channel or palette PNGs).")  # fmt: skip
+            if img.size != m.size:
+                bad.add(str(mask))  # a mask of another image: skipped and listed
     return DenseSplit([(p, m) for p, m in pairs if str(p) not in bad and str(m) not in bad], sorted(bad))
 
 
@@ -312,8 +321,6 @@ class SegmentationDataset(Dataset):
         path, mask_path = self.split.samples[i]
         img = tv_tensors.Image(v2.functional.pil_to_tensor(load_rgb(path)))
         mask = tv_tensors.Mask(torch.from_numpy(read_mask(mask_path, self.label_map)))
-        if mask.shape != img.shape[-2:]:
-            raise DataError(f"{mask_path} is {tuple(mask.shape)} but its image is {tuple(img.shape[-2:])}.")
         img, mask = self.transform(img, mask)
         return img.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long()
 

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from .checkpoint import atomic_save_safetensors, atomic_torch_save, atomic_write_bytes, atomic_write_json
 from .inference import BEST, MODEL_JSON
 from .models.registry import model_entry
-from .models.tasks import build_task_model, task_of
+from .models.tasks import task_backbone, task_of
 from .preprocess import DataError
 from .recipes import RECIPES, Recipe
 from .train_tasks import train_task
@@ -76,7 +76,7 @@ class TrainConfig:
         if task == "classification":
             model_entry(self.model)
         else:
-            build_task_model(self.model)  # unknown names: the registry's one-sentence error
+            task_backbone(self.model)
             if self.small_input:
                 raise ValueError("--small-input is for classification models.")
         if self.label_map is not None and task != "segmentation":
@@ -322,7 +322,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if ema is not None:
             ema.load_state_dict(state["ema"])
         set_rng_state(state["rng"])
-        start, best, history = state["epoch"] + 1, state["best"], state["history"]
+        best = state.get("best", state.get("best_top1"))  # "best_top1": runs of earlier versions
+        start, history = state["epoch"] + 1, state["history"]
         _log(d, f"resumed from {last} after epoch {state['epoch'] + 1}")
     elif cfg.resume:
         _log(d, f"--resume: no {last} yet, starting from scratch")

@@ -56,6 +56,8 @@ class TrainTask:
 
         self.data = load_train_data(self.cfg.data)
         self.classes, self.bad = self.data.train.classes, self.data.train.bad + self.data.val.bad
+        self.mix = self.mixer()
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=self.recipe.label_smoothing)
 
     def build(self) -> nn.Module:
         from . import create_model
@@ -121,18 +123,15 @@ class TrainTask:
         return v2.RandomChoice([m for m, a in pairs if a])
 
     def loss(self, net: nn.Module, batch: Batch, d: Dist, channels_last: bool, amp: Any) -> tuple[torch.Tensor, int]:
-        if not hasattr(self, "_mix"):
-            self._mix = self.mixer()
-            self._criterion = nn.CrossEntropyLoss(label_smoothing=self.recipe.label_smoothing)
         x, y = batch
         x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
         if channels_last:
             x = x.to(memory_format=torch.channels_last)
         target = y
-        if self._mix is not None:
-            x, target = self._mix(x, y)
+        if self.mix is not None:
+            x, target = self.mix(x, y)
         with amp():
-            return self._criterion(net(x).float(), target), len(y)
+            return self.criterion(net(x).float(), target), len(y)
 
     def evaluate(self, model: nn.Module, loader: DataLoader, d: Dist, channels_last: bool, amp: Any) -> list[float]:
         """The ``metrics`` on the validation data, reduced over all processes."""
@@ -193,9 +192,6 @@ class DenseTask(TrainTask):
 
     def val_loader(self, ds: Dataset, batch_size: int, d: Dist) -> DataLoader:
         return DataLoader(ds, batch_size if self.collate else 1, num_workers=self.cfg.workers, collate_fn=self.collate)
-
-    def mixer(self) -> Any:
-        return None
 
 
 class DetectionTask(DenseTask):

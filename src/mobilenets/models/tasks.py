@@ -59,13 +59,20 @@ def _backbone(name: str, pretrained: str | None, **kwargs: Any) -> MobileNet:
     return net
 
 
+def task_backbone(name: str) -> str:
+    """The classification model under a detection or segmentation name (unknown ones: the registry's
+    one-sentence error)."""
+    canonical = ALIASES.get(name, name)
+    prefix = next(p for p, t in TASKS.items() if t == task_of(canonical))
+    backbone = canonical.removeprefix(prefix)
+    model_entry(backbone)
+    return backbone
+
+
 def build_task_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a detection or segmentation model (see the module docstring for the configuration)."""
-    canonical = ALIASES.get(name, name)
-    task = task_of(canonical)
-    prefix = next(p for p, t in TASKS.items() if t == task)
-    backbone = canonical.removeprefix(prefix)
-    model_entry(backbone)  # unknown backbones: the registry's one-sentence error
+    task = task_of(name)
+    backbone = task_backbone(name)
     allowed = OPTIONS + SSD_OPTIONS if task == "detection" else OPTIONS
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
