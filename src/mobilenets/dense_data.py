@@ -20,6 +20,7 @@ or in ``labels/<split>`` beside the YAML. Unreadable images are left out and lis
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,7 @@ def _resolve(entry: str, yaml_path: Path, doc: dict[str, Any]) -> Path:
     bases = [yaml_path.parent / str(doc.get("path", "."))] + list(yaml_path.parents)
     for base in bases:
         if (base / entry).is_dir():
-            return (base / entry).resolve()
+            return Path(os.path.normpath(base / entry))  # tidied, links kept as the user named them
     raise DataError(f"{yaml_path}: the folder {entry!r} is not under {bases[0]} or the YAML's parent folders.")
 
 

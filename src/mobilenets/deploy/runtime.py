@@ -7,8 +7,8 @@ PT2E int8; batch 1 files, so a batch runs image by image). Precisions, each a pr
 is computed: ``fp32``; ``bf16`` (PyTorch with bf16 weights and activations, OpenVINO's bf16 inference
 precision), only on CPUs with native bf16; ``int8`` (the QDQ file, its float parts in fp32; the phone
 runtimes' PT2E files). OpenVINO picks bf16 by itself on CPUs with AMX or
-AVX512-BF16 and falls back to f32 silently where bf16 is missing, so its precision hint is always set
-and read back from the compiled model.
+AVX512-BF16, falls back to f32 silently on AVX2 ones and emulates bf16 on AVX-512 ones without BF16, so
+its precision hint is always set and read back from the compiled model.
 """
 
 from __future__ import annotations
