@@ -1,7 +1,7 @@
 """Detection and segmentation on coco128 (train on train2017, evaluate on val2017), and SSDLite training
 throughput against torchvision's in the same loop.
 
-    python benchmarks/bench_dense.py transfer [--epochs 12] [--keep DIR]
+    python benchmarks/bench_dense.py transfer [--epochs 12] [--keep DIR] [--task T] [--start S]
     python benchmarks/bench_dense.py throughput [--steps 6]
     python benchmarks/bench_dense.py int8 --checkpoint DIR
 
@@ -34,7 +34,7 @@ COCO128 = DATA / "coco128"
 V2_WEIGHTS = DATA / "weights" / "mobilenet_v2_1.0_224_quant.tflite"
 
 
-def transfer(epochs: int, keep: str | None) -> None:
+def transfer(epochs: int, keep: str | None, task: str, starts: tuple[str, ...]) -> None:
     import json
     import shutil
 
@@ -45,7 +45,9 @@ def transfer(epochs: int, keep: str | None) -> None:
     ]  # fmt: skip
     print("| model | start | recipe | epochs | best val | wall s |\n|---|---|---|---|---|---|")
     for model, data, extra, metric in runs:
-        for start in ("imagenet", "scratch"):
+        if task != "both" and (task == "detection") != model.startswith("ssdlite"):
+            continue
+        for start in starts:
             with tempfile.TemporaryDirectory() as out:
                 cmd = [sys.executable, "-m", "mobilenets.cli", "train", "--model", model, "--data", str(data),
                        "--output", out, "--epochs", str(epochs), "--batch-size", "16", *extra]  # fmt: skip
@@ -124,11 +126,14 @@ def main() -> None:
     p = sub.add_parser("transfer")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--keep", metavar="DIR", help="keep the training outputs in DIR/<model>-<start>")
+    p.add_argument("--task", choices=["detection", "segmentation", "both"], default="both")
+    p.add_argument("--start", choices=["imagenet", "scratch", "both"], default="both")
     sub.add_parser("throughput").add_argument("--steps", type=int, default=6)
     sub.add_parser("int8").add_argument("--checkpoint", required=True)
     args = parser.parse_args()
     if args.what == "transfer":
-        transfer(args.epochs, args.keep)
+        starts = ("imagenet", "scratch") if args.start == "both" else (args.start,)
+        transfer(args.epochs, args.keep, args.task, starts)
     elif args.what == "int8":
         int8(args.checkpoint)
     else:
