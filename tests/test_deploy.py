@@ -21,6 +21,10 @@ from mobilenets.deploy.export import ExportError
 from mobilenets.deploy.quantize import export_int8
 from mobilenets.deploy.runtime import PrecisionError, _openvino_runner
 
+# OpenVINO's and NNCF's native thread pools stay out of the test process: loaded into it, later tests
+# (test_train's subprocess waits) ended in a segmentation fault on an Intel Xeon (AVX-512), 2026-12-02
+pytestmark = pytest.mark.own_process
+
 AMX = CpuInfo("Intel Xeon (test)", "x86_64", ("avx2", "fma", "avx512", "avx512_vnni", "amx_int8", "amx_bf16"), "AVX512")
 AVX2 = CpuInfo("AMD EPYC (test)", "x86_64", ("avx2", "fma"), "AVX2")
 

@@ -276,6 +276,7 @@ def test_unwritable_output(tmp_path):
         train(TrainConfig(model="mobilenet_v3_small", data="digits", output=str(blocker / "sub")))
 
 
+@pytest.mark.own_process  # the demo quantizes through NNCF / OpenVINO (see test_deploy.py)
 def test_demo_is_the_main_job(tmp_path, capsys):
     """The README's main job: trains, evaluates, exports and quantizes offline; prints the summary."""
     assert main(["demo", "--output", str(tmp_path)]) == 0
