@@ -154,8 +154,6 @@ class TrainTask:
 class DenseTask(TrainTask):
     """Detection and segmentation: torchvision's model interfaces, evaluated in the main process."""
 
-    default_size = 0
-
     def load(self) -> None:
         self.data = load_dense_data(self.task, self.cfg.data, self.cfg.label_map)
         self.classes, self.bad, self.label_map = (
@@ -173,9 +171,7 @@ class DenseTask(TrainTask):
             kwargs["width_mult"] = cfg.width_mult
         if cfg.pretrained:
             kwargs["pretrained_backbone"] = cfg.pretrained
-        model = create_model(cfg.model, **self.size_args(), **kwargs)
-        model.model_args = {**model.model_args, **self.size_args()}
-        return model
+        return create_model(cfg.model, **self.size_args(), **kwargs)
 
     def size_args(self) -> dict[str, Any]:
         return {}
