@@ -33,26 +33,21 @@ DETECTION_BACKENDS = ("eager", "onnxruntime")  # the whole detector, NMS include
 
 def _detect_batch(model: Any) -> Any:
     """A detector as a batch function: each image of an NCHW batch in turn (torchvision's list input)."""
+    from ..dense_eval import torch_runner
 
-    def run(x: np.ndarray) -> Any:
-        with torch.inference_mode():
-            return model([torch.from_numpy(im) for im in x])
-
-    return run
+    run = torch_runner(model, "detection")
+    return lambda x: run([torch.from_numpy(im) for im in x])
 
 
 def _torchvision_task_runner(name: str) -> Any:
     import torchvision
 
+    from ..dense_eval import torch_runner
+
     if name.startswith("ssdlite"):
-        return _detect_batch(torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights_backbone=None).eval())
-    ref = torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights_backbone=None).eval()
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return ref(torch.from_numpy(x))["out"].numpy()
-
-    return run
+        return _detect_batch(torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights_backbone=None))
+    run = torch_runner(torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights_backbone=None), "segmentation")
+    return lambda x: run(torch.from_numpy(x)).numpy()
 
 
 def _dense_runners(name: str, pairs: list[tuple[str, str]], threads: int, calib: Any, img_size: int) -> dict:
