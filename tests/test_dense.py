@@ -20,7 +20,8 @@ from mobilenets import create_model
 from mobilenets.cli import main
 from mobilenets.dense_data import coco_classes, load_detection_data, load_segmentation_data, read_coco_json
 from mobilenets.dense_eval import coco_map, confusion, label_lut, segmentation_scores
-from mobilenets.deploy.export import detection_diff, export
+from mobilenets.deploy.detection import detection_diff
+from mobilenets.deploy.export import export
 
 # the shared README's table: YOLO class i is COCO category id YOLO_TO_COCO[i]
 YOLO_TO_COCO = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28,
@@ -268,9 +269,9 @@ def test_segmentation_onnx_any_size_and_int8(tmp_path, capsys):
             ref = model(x)["out"]
         got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
         assert got.shape == ref.shape and (got - ref).abs().max() <= 1e-4 * ref.abs().max()
-    assert main(["export", "--model", "ssdlite_mobilenet_v2", "--format", "tflite", "--output",
-                 str(tmp_path / "x.tflite")]) == 2  # fmt: skip
-    assert "Detection models export to ONNX" in capsys.readouterr().err
+    assert main(["export", "--model", "ssdlite_mobilenet_v2", "--format", "tflite", "--int8", "--calib",
+                 str(tmp_path), "--output", str(tmp_path / "x.tflite")]) == 2  # fmt: skip
+    assert "int8 export is offered for segmentation models" in capsys.readouterr().err
 
 
 def test_task_mistakes_are_one_sentence(tmp_path, capsys):
@@ -304,19 +305,57 @@ def test_bench_reports_detection_and_segmentation(capsys):
 
 
 @pytest.mark.own_process  # LiteRT stays out of the test process (see conftest.py)
-def test_segmentation_to_litert_checked_in_its_runtime(tmp_path):
-    from mobilenets.deploy.mobile import litert_runner
+def test_segmentation_phone_file_runs_at_its_fixed_size(tmp_path):
+    from torch.nn.functional import interpolate
+
+    from mobilenets.dense_eval import segmentation_transforms
+    from mobilenets.inference import load_classifier
 
     model = _random_weights(create_model("lraspp_mobilenet_v3_small"))
     report = export(model, tmp_path / "seg.tflite", "tflite", img_size=128)
     assert report["runtime_check"] == "LiteRT" and report["max_rel_diff"] < 1e-4
-    x = torch.stack([torch.nn.functional.interpolate(p[None], size=(128, 128))[0] for p in _photos(2)])
-    x = (x - 0.45) / 0.225
-    with torch.inference_mode():
-        ref = model(x)["out"]
-    got = torch.from_numpy(litert_runner(str(tmp_path / "seg.tflite"))(x.numpy()))
-    assert got.shape == ref.shape == (2, 21, 128, 128)
+    x = segmentation_transforms(model.pretrained_cfg, 160, False)(_photos(1)[0])[None]
+    with torch.inference_mode():  # what an app does: the file's 128 x 128 in, the logits back to the photo's shape
+        ref = interpolate(model(interpolate(x, size=(128, 128), mode="bilinear"))["out"], x.shape[-2:], mode="bilinear")
+    got = load_classifier(weights=str(tmp_path / "seg.tflite")).run(x)
+    assert got.shape == ref.shape == (1, 21, *x.shape[-2:]) and x.shape[-2] != x.shape[-1]
     assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+@pytest.mark.own_process  # LiteRT and ExecuTorch stay out of the test process (see conftest.py)
+def test_detection_phone_files_give_pytorchs_boxes_on_real_photos(tmp_path, capsys):
+    import coremltools as ct
+
+    from mobilenets.inference import load_classifier
+
+    model = _random_weights(create_model("ssdlite_mobilenet_v3_small", size=160))
+    for fmt in ("tflite", "pte"):
+        report = export(model, tmp_path / f"ssd.{fmt}", fmt)
+        assert report["img_size"] == 160 and report["max_box_diff"] < 1e-4 * 160
+        detect = load_classifier(weights=str(tmp_path / f"ssd.{fmt}")).run  # NMS outside the file
+        for photo in _photos(3):  # their own sizes, resized to 160 x 160 as the detector resizes them
+            with torch.inference_mode():
+                ref = model([photo])[0]
+            got = detect([photo])[0]
+            assert len(got["boxes"]) == len(ref["boxes"]) > 0
+            assert detection_diff(got, ref) < 1e-4 * max(photo.shape)
+            assert torch.allclose(got["scores"].sort().values, ref["scores"].sort().values, atol=1e-4)
+    data = _yolo_folder(tmp_path / "yolo", n_train=1, n_val=4)
+    capsys.readouterr()
+    assert (
+        main(["eval", "--weights", str(tmp_path / "ssd.tflite"), "--data", str(data), "--json", "--workers", "0"]) == 0
+    )
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result) == {"map", "map50", "n"} and result["n"] == 4
+    args = ["bench", "--model", "ssdlite_mobilenet_v3_small", "--backends", "eager,litert", "--batch-sizes", "1",
+            "--img-size", "128", "--repeats", "2", "--json"]  # fmt: skip
+    assert main(args) == 0  # the phone file and NMS after it, as an app runs it
+    assert [r["backend"] for r in json.loads(capsys.readouterr().out)] == ["eager", "litert"]
+    export(model, tmp_path / "ssd.mlpackage", "coreml")  # Core ML: the same outputs, inspected (no predictions here)
+    (out,) = ct.models.MLModel(str(tmp_path / "ssd.mlpackage"), skip_model_load=True).get_spec().description.output
+    assert out.name == "detections" and list(out.type.multiArrayType.shape)[2] == 4 + 91
+    with pytest.raises(ValueError, match="resizes every image to 160 px"):
+        export(model, tmp_path / "big.tflite", "tflite", img_size=320)
 
 
 def test_detection_under_torchrun_two_cpu_processes(tmp_path):

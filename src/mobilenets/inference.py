@@ -172,14 +172,24 @@ def mobile_classifier(path: Path) -> Classifier:
         make = mobile.litert_runner if path.suffix == ".tflite" else mobile.executorch_runner
         run, runtime = make(str(path)), "LiteRT" if path.suffix == ".tflite" else "ExecuTorch"
     nhwc = info.get("input_layout") == "NHWC"
+    task, size = info.get("task", "classification"), info["pretrained_cfg"]["input_size"][-1]
 
     def batch(x: torch.Tensor) -> torch.Tensor:
         x = x.permute(0, 2, 3, 1) if nhwc else x
         return torch.from_numpy(run(np.ascontiguousarray(x.numpy(), dtype=np.float32)))
 
-    return Classifier(
-        batch, info["pretrained_cfg"], info["class_names"], f"{runtime} {path.name} ({info['precision']})"
-    )
+    def fixed_size(x: torch.Tensor) -> torch.Tensor:  # the file's size in, logits at the input's size out
+        logits = batch(torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear"))
+        return torch.nn.functional.interpolate(logits, size=x.shape[-2:], mode="bilinear")
+
+    chosen = {"segmentation": fixed_size}.get(task, batch)
+    if task == "detection":
+        from .deploy.detection import phone_detector
+
+        chosen = phone_detector(batch, size, info["selection"])
+    return Classifier(chosen, info["pretrained_cfg"], info["class_names"],
+                      f"{runtime} {path.name} ({info['precision']})", task=task,
+                      label_map=info.get("label_map"))  # fmt: skip
 
 
 def load_classifier(

@@ -15,6 +15,7 @@ from ..cpu import cpu_info
 from ..models.registry import build_model
 from ..models.tasks import task_of
 from ..zoo import PUBLISHED, Published
+from .fuse import fuse
 from .runtime import (
     BACKENDS,
     PRECISION_BACKENDS,
@@ -28,7 +29,7 @@ from .runtime import (
 
 TORCHVISION = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
 TORCHVISION_TASKS = ("ssdlite320_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
-DETECTION_BACKENDS = ("eager", "onnxruntime")  # the whole detector, NMS included
+DETECTION_BACKENDS = ("eager", "onnxruntime", "litert", "executorch")  # the whole detector, NMS included
 
 
 def _detect_batch(model: Any) -> Any:
@@ -51,10 +52,13 @@ def _torchvision_task_runner(name: str) -> Any:
 
 
 def _dense_runners(name: str, pairs: list[tuple[str, str]], threads: int, calib: Any, img_size: int) -> dict:
-    """Detection: the whole model (resizing, decoding, NMS) in PyTorch and as our ONNX graph in ONNX Runtime,
-    fp32, [0, 1] images of ``img_size``. Segmentation: the per-pixel logits on every backend, as classifiers."""
+    """Detection: the whole model (resizing, decoding, NMS) in PyTorch, as our ONNX graph in ONNX Runtime, and
+    as the phone file in its runtime with NMS after it (as an app runs it); fp32, [0, 1] images of
+    ``img_size``. Segmentation: the per-pixel logits on every backend, as classifiers."""
     from ..models.tasks import build_task_model
-    from .export import SegmentationLogits, _detection_onnx, model_metadata
+    from .detection import DetectionOutputs, detection_onnx, phone_detector
+    from .export import SegmentationLogits, model_metadata
+    from .mobile import executorch_runner, litert_runner, phone_bytes
 
     model = build_task_model(name).eval()
     if model.task == "segmentation":
@@ -67,12 +71,19 @@ def _dense_runners(name: str, pairs: list[tuple[str, str]], threads: int, calib:
             continue
         if backend == "eager":
             runners[(backend, precision)] = _detect_batch(model)
+        elif backend in ("litert", "executorch"):
+            outputs = DetectionOutputs(model).eval()
+            x = torch.zeros(1, 3, outputs.size, outputs.size)
+            data = phone_bytes(fuse(outputs), "tflite" if backend == "litert" else "pte", x, None)
+            run = (litert_runner if backend == "litert" else executorch_runner)(data, threads)
+            detect = phone_detector(lambda b, r=run: torch.from_numpy(r(b.numpy())), outputs.size, outputs.selection)
+            runners[(backend, precision)] = lambda x, d=detect: d([torch.from_numpy(im) for im in x])
         else:
             import onnxruntime as ort
 
             opts = ort.SessionOptions()
             opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-            data, _ = _detection_onnx(model, img_size, model_metadata(model))
+            data, _ = detection_onnx(model, model_metadata(model))
             session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
             runners[(backend, precision)] = lambda x, s=session: [s.run(None, {"image": im}) for im in x]
     return runners

@@ -35,7 +35,7 @@ def model_metadata(model: nn.Module, class_names: list[str] | None = None) -> di
         names = class_names or model_class_names(model)
     else:
         names = _names_for(getattr(model, "num_classes", 0), class_names or getattr(model, "class_names", None))
-    return {
+    meta = {
         "model": getattr(model, "model_name", None),
         "task": getattr(model, "task", "classification"),
         "model_args": getattr(model, "model_args", {}),
@@ -43,6 +43,10 @@ def model_metadata(model: nn.Module, class_names: list[str] | None = None) -> di
         "class_names": names,
         "label_map": getattr(model, "label_map", None),
     }
+    if hasattr(model, "selection"):  # a detector without its NMS: what the app does after it
+        meta["outputs"] = "A x (4 + C): box x1, y1, x2, y2 as fractions of the side, then C class probabilities"
+        meta["selection"] = model.selection
+    return meta
 
 
 class SegmentationLogits(nn.Module):
@@ -60,18 +64,19 @@ class SegmentationLogits(nn.Module):
 
 def exportable(model: nn.Module, format: str, int8: bool = False) -> nn.Module:
     """The module to export: a segmentation model as its logits (every format; the phone formats at a fixed
-    size), a detector whole (ONNX only: its NMS is an ONNX operator, not a LiteRT / ExecuTorch / Core ML
-    one); refuses int8 detection."""
+    size), a detector whole for ONNX (NMS is an ONNX operator) and as its decoded boxes and class
+    probabilities for the others (:class:`.detection.DetectionOutputs`: NMS goes in the app); refuses int8
+    detection."""
+    from .detection import DetectionOutputs
+
     task = getattr(model, "task", "classification")
-    if task == "classification" or isinstance(model, SegmentationLogits):
+    if task == "classification" or isinstance(model, (SegmentationLogits, DetectionOutputs)):
         return model
     if task == "segmentation":
         return SegmentationLogits(model)
-    if format != "onnx":
-        raise ExportError(f"Detection models export to ONNX (--format onnx); {format} is not offered yet.")
     if int8:
         raise ExportError("int8 export is offered for segmentation models, not yet for detection.")
-    return model
+    return model if format == "onnx" else DetectionOutputs(model.eval())
 
 
 def _check_exportable(model: nn.Module, path: str | os.PathLike, img_size: int | None) -> tuple[Path, int]:
@@ -81,6 +86,11 @@ def _check_exportable(model: nn.Module, path: str | os.PathLike, img_size: int |
     if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
         raise ExportError(f"Cannot write {path}: {path.parent} is not a writable folder.")
     size = img_size or getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224, 224))[1]
+    from .detection import DetectionOutputs
+
+    if isinstance(model, DetectionOutputs) and size != model.size:
+        raise ExportError(f"This detector resizes every image to {model.size} px; export it at that size "
+                          f"(--img-size {model.size}) or build it with size={size}.")  # fmt: skip
     if getattr(model, "features_only", False):
         raise ExportError("Export needs a classifier; this model was built with features_only=True.")
     if size < 32:
@@ -123,50 +133,6 @@ def read_metadata(proto: Any) -> dict[str, Any]:
     """The ``mobilenets`` metadata entry of an ONNX model proto (empty if it has none)."""
     entry = {p.key: p.value for p in proto.metadata_props}.get("mobilenets")
     return json.loads(entry) if entry else {}
-
-
-def detection_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    """The largest distance (max |coordinate diff|) from a detection in ``a`` to the nearest one of the same
-    label in ``b``; ``inf`` if their counts differ. Order-free: ties in score may be listed either way."""
-    if len(a["boxes"]) != len(b["boxes"]):
-        return float("inf")
-    if len(a["boxes"]) == 0:
-        return 0.0
-    dist = (a["boxes"][:, None].double() - b["boxes"][None].double()).abs().amax(-1)
-    dist[a["labels"][:, None] != b["labels"][None]] = float("inf")
-    return float(dist.min(1).values.max())
-
-
-def _detection_onnx(model: nn.Module, size: int, meta: dict[str, Any]) -> tuple[bytes, float]:
-    """SSD with its resizing, decoding and NMS as one ONNX graph: a [0, 1] image (3 x H x W, any size) in,
-    ``boxes`` (N x 4, pixels), ``scores``, ``labels`` out; checked in ONNX Runtime on two image sizes."""
-    import onnxruntime as ort
-
-    gen = torch.Generator().manual_seed(0)
-    images = [torch.rand(3, size, size, generator=gen), torch.rand(3, size * 3 // 4, size, generator=gen)]
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = os.path.join(tmp, "model.onnx")
-        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-            torch.onnx.export(model, ([images[0]],), out, dynamo=False, opset_version=OPSET, input_names=["image"],
-                              output_names=["boxes", "scores", "labels"],
-                              dynamic_axes={"image": {1: "height", 2: "width"}})  # fmt: skip
-        data = _add_metadata(Path(out).read_bytes(), meta)
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    worst = 0.0
-    for image in images:
-        with torch.inference_mode():
-            ref = model([image])[0]
-        run = session.run(None, {"image": image.numpy()})
-        got = dict(zip(("boxes", "scores", "labels"), map(torch.from_numpy, run)))
-        # boxes of equal score may be kept or dropped either way by NMS; the scores themselves must agree
-        same = len(got["scores"]) == len(ref["scores"]) and torch.allclose(
-            got["scores"].sort().values, ref["scores"].sort().values, atol=1e-4
-        )
-        if not same:
-            raise ExportError("ONNX Runtime's detections differ from PyTorch's in number or scores; not written.")
-        worst = max(worst, detection_diff(got, ref))
-    return data, worst
 
 
 def check_onnx(data: bytes, model: nn.Module, x: torch.Tensor, atol: float = 1e-4) -> float:
@@ -226,8 +192,10 @@ def export(
     meta = model_metadata(model, class_names)
     meta["pretrained_cfg"] = {**meta["pretrained_cfg"], "input_size": (3, size, size)}
     report: dict[str, Any] = {"path": str(path), "format": format, "img_size": size}
-    if getattr(model, "task", None) == "detection":
-        data, report["max_box_diff_onnxruntime"] = _detection_onnx(model, size, meta)
+    if model is not exportable(model, "pt2"):  # a whole detector, with NMS
+        from .detection import detection_onnx
+
+        data, report["max_box_diff_onnxruntime"] = detection_onnx(model, meta)
     elif format == "onnx":
         data = _add_metadata(_onnx_bytes(model, x), meta)
         report["max_abs_diff_onnxruntime"] = check_onnx(data, model, x)

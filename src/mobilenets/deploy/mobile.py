@@ -42,6 +42,7 @@ from .fuse import fuse
 
 MOBILE_FORMATS = ("tflite", "pte", "coreml")
 PACKAGES = {"tflite": ("litert_torch", "ai_edge_litert"), "pte": ("executorch",), "coreml": ("coremltools",)}
+SUFFIXES = {"tflite": ".tflite", "pte": ".pte", "coreml": ".mlpackage"}
 RTOL = 1e-4
 
 
@@ -159,7 +160,7 @@ def _coreml_model(model: nn.Module, x: torch.Tensor, int8: bool, meta: dict[str,
     )  # fp32 as asked (Core ML defaults to fp16)
     spec = ml.get_spec()
     ct.utils.rename_feature(spec, spec.description.input[0].name, "input")
-    ct.utils.rename_feature(spec, spec.description.output[0].name, "logits")
+    ct.utils.rename_feature(spec, spec.description.output[0].name, output_name(meta))
     ml = ct.models.MLModel(spec, weights_dir=ml.weights_dir)
     if int8:
         from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
@@ -167,9 +168,18 @@ def _coreml_model(model: nn.Module, x: torch.Tensor, int8: bool, meta: dict[str,
         config = OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear_symmetric"))
         ml = linear_quantize_weights(ml, config)
     ml.user_defined_metadata["mobilenets"] = json.dumps(meta)
-    kind = {"segmentation": "segmentation model (per-pixel logits)"}.get(meta.get("task"), "image classifier")
+    kind = {
+        "segmentation": "segmentation model (per-pixel logits)",
+        "detection": "detector (boxes and class probabilities, before NMS)",
+    }.get(meta["task"], "image classifier")
     ml.short_description = f"{meta['model']}: {len(meta['class_names'])}-class {kind} (mobilenets)"
     return ml
+
+
+def output_name(meta: dict[str, Any]) -> str:
+    """The output's name in a Core ML model: ``detections`` for a detector (boxes and probabilities),
+    ``logits`` for the others."""
+    return "detections" if meta.get("task") == "detection" else "logits"
 
 
 def phone_bytes(model: nn.Module, fmt: str, x: torch.Tensor, calib: torch.Tensor | None) -> bytes:
@@ -274,18 +284,27 @@ def executorch_runner(data: bytes | str, threads: int = 2) -> Callable[[np.ndarr
 
 
 def _check_runtime(fmt: str, data: bytes, reference: nn.Module, x: torch.Tensor, int8: bool) -> dict[str, Any]:
-    """Run the export once in its own runtime: fp32 within 1e-4 of the logits' scale, int8 finite."""
+    """Run the export once in its own runtime: fp32 within 1e-4 of the outputs' scale, int8 finite."""
     if fmt == "coreml":
         return {"runtime_check": "spec only: Core ML predictions need macOS"}
+    from .detection import DetectionOutputs, check_phone_detector
+
     run = litert_runner(data) if fmt == "tflite" else executorch_runner(data)
+    runtime = "LiteRT" if fmt == "tflite" else "ExecuTorch"
+    nhwc = isinstance(reference, NHWCInput)
+    if isinstance(inner := reference.model if nhwc else reference, DetectionOutputs):
+
+        def nchw_run(b: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(run((b.permute(0, 2, 3, 1) if nhwc else b).contiguous().numpy()))
+
+        return {"runtime_check": runtime, "max_box_diff": check_phone_detector(nchw_run, inner, runtime)}
     batch = torch.cat([x, x.flip(-1) * 0.5])
     with torch.inference_mode():
         ref = reference(batch).numpy()
     got = run(batch.numpy())
     rel = float(np.abs(got - ref).max() / (np.abs(ref).max() + 1e-12))
-    runtime = "LiteRT" if fmt == "tflite" else "ExecuTorch"
     if not np.isfinite(got).all() or (not int8 and rel > RTOL):
-        raise ExportError(f"{runtime}'s outputs differ from PyTorch's by {rel:.1e} of the logits' scale "
+        raise ExportError(f"{runtime}'s outputs differ from PyTorch's by {rel:.1e} of their scale "
                           f"(> {RTOL}); nothing was written.")  # fmt: skip
     return {"runtime_check": runtime, "max_rel_diff": rel}
 
@@ -308,6 +327,9 @@ def export_mobile(
 
     if format not in MOBILE_FORMATS:
         raise ExportError(f"Unknown phone format {format!r}; use one of {', '.join(MOBILE_FORMATS)}.")
+    suffix = SUFFIXES[format]
+    if Path(path).suffix != suffix:
+        raise ExportError(f"A {format} export is a {suffix} file; name the output {Path(path).stem}{suffix}.")
     check_installed(format)
     path, size = _check_exportable(model, path, img_size)
     meta = model_metadata(model, class_names)
@@ -370,4 +392,5 @@ def coreml_runner(path: str | os.PathLike) -> Callable[[np.ndarray], np.ndarray]
     import coremltools as ct
 
     ml = ct.models.MLModel(str(path))
-    return lambda x: np.concatenate([ml.predict({"input": image[None]})["logits"] for image in x])
+    name = output_name(json.loads(ml.user_defined_metadata["mobilenets"]))
+    return lambda x: np.concatenate([ml.predict({"input": image[None]})[name] for image in x])
