@@ -3,7 +3,7 @@ throughput against torchvision's in the same loop.
 
     python benchmarks/bench_dense.py transfer [--epochs 12] [--keep DIR] [--task T] [--start S]
     python benchmarks/bench_dense.py throughput [--steps 6]
-    python benchmarks/bench_dense.py int8 --checkpoint DIR
+    python benchmarks/bench_dense.py int8 --checkpoint DIR [--phone]
 
 ``transfer``: SSDLite (320 px) and LR-ASPP (256 px, the 21 VOC classes) on MobileNetV2, once from Google's
 ImageNet weights (../shared/data/weights/mobilenet_v2_1.0_224_quant.tflite, the ``finetune`` recipe) and
@@ -11,7 +11,8 @@ once from random initialisation (the ``short`` recipe), the same epochs and batc
 ``mobilenets train``; prints the best validation mAP / mIoU and the wall time of each.
 ``int8``: a trained segmentation checkpoint (e.g. ``transfer --keep``'s LR-ASPP) in PyTorch, as fp32 ONNX
 and as int8 ONNX (calibrated on 64 coco128 train2017 photos), each run over coco128 val2017 in ONNX Runtime:
-mIoU and pixel accuracy.
+mIoU and pixel accuracy; with ``--phone`` also fp32 and int8 LiteRT and ExecuTorch files at the
+checkpoint's size (square: each photo is resized to it and the mask back, as an app would).
 ``throughput``: images/s of a training step (SSD losses, AdamW, batch 8, 320 px, 2 threads) of our
 ``ssdlite320_mobilenet_v3_large`` and torchvision's, interleaved on the same batches.
 """
@@ -65,7 +66,7 @@ def transfer(epochs: int, keep: str | None, task: str, starts: tuple[str, ...]) 
                   f"| {wall:.0f} |", flush=True)  # fmt: skip
 
 
-def int8(checkpoint: str) -> None:
+def int8(checkpoint: str, phone: bool) -> None:
     from mobilenets.dense_eval import evaluate_dense
     from mobilenets.deploy.export import export
     from mobilenets.deploy.quantize import export_int8
@@ -82,9 +83,15 @@ def int8(checkpoint: str) -> None:
         clf = load_classifier(checkpoint=checkpoint)
         export(clf.model, Path(tmp) / "fp32.onnx")
         export_int8(clf.model, Path(tmp) / "int8.onnx", str(calib_dir), calib_size=64)
-        for runtime, loaded in (("PyTorch", clf), ("ONNX Runtime", load_classifier(weights=f"{tmp}/fp32.onnx")),
-                                ("ONNX Runtime", load_classifier(weights=f"{tmp}/int8.onnx"))):  # fmt: skip
+        files = [f"{tmp}/fp32.onnx", f"{tmp}/int8.onnx"]
+        for fmt in ("tflite", "pte") if phone else ():
+            size = clf.cfg["input_size"][-1]
+            export(clf.model, Path(tmp) / f"fp32.{fmt}", fmt, img_size=size)
+            export(clf.model, Path(tmp) / f"int8.{fmt}", fmt, img_size=size, int8=True, calib=str(calib_dir))
+            files += [f"{tmp}/fp32.{fmt}", f"{tmp}/int8.{fmt}"]
+        for loaded in (clf, *map(lambda f: load_classifier(weights=f), files)):
             r = evaluate_dense(loaded, data, workers=0)
+            runtime = loaded.description.split(" ")[0] if loaded.model is None else "PyTorch"
             precision = "int8" if "int8" in loaded.description else "fp32"
             print(f"| {clf.model.model_name} | {runtime} | {precision} | {r['miou']:.2%} | {r['pixel_acc']:.2%} "
                   f"| {r['n']} |", flush=True)  # fmt: skip
@@ -129,13 +136,15 @@ def main() -> None:
     p.add_argument("--task", choices=["detection", "segmentation", "both"], default="both")
     p.add_argument("--start", choices=["imagenet", "scratch", "both"], default="both")
     sub.add_parser("throughput").add_argument("--steps", type=int, default=6)
-    sub.add_parser("int8").add_argument("--checkpoint", required=True)
+    p = sub.add_parser("int8")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--phone", action="store_true", help="also LiteRT and ExecuTorch files (fixed size)")
     args = parser.parse_args()
     if args.what == "transfer":
         starts = ("imagenet", "scratch") if args.start == "both" else (args.start,)
         transfer(args.epochs, args.keep, args.task, starts)
     elif args.what == "int8":
-        int8(args.checkpoint)
+        int8(args.checkpoint, args.phone)
     else:
         throughput(args.steps)
 

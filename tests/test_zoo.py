@@ -78,3 +78,25 @@ def test_profile_rejects_bad_size():
     with pytest.raises(ValueError, match="input_size"):
         profile(create_model("mobilenet_v1"), 0)
     assert torch.is_tensor(torch.zeros(1))
+
+
+def test_detection_and_segmentation_rows_match_torchvisions_own_counts(capsys):
+    """The published rows' figures against torchvision's models counted here (parameters exactly, and
+    multiply-adds by the same counter) and against the printed rounding."""
+    import torchvision
+
+    from mobilenets.profile import count_macs
+
+    builders = {"ssdlite320_mobilenet_v3_large": torchvision.models.detection.ssdlite320_mobilenet_v3_large,
+                "lraspp_mobilenet_v3_large": torchvision.models.segmentation.lraspp_mobilenet_v3_large}  # fmt: skip
+    for task in ("detection", "segmentation"):
+        assert main(["zoo", "--task", task, "--format", "json"]) == 0
+        (row,) = json.loads(capsys.readouterr().out)
+        ref = builders[row["model"]](weights=None, weights_backbone=None).eval()
+        ref.task = task  # count torchvision's detector as ours is counted: the network, not resizing and NMS
+        assert round(row["our_params_m"] * 1e6) == sum(p.numel() for p in ref.parameters())
+        assert row["our_params_m"] == pytest.approx(row["params_m"], abs=1e-6)
+        assert row["our_macs_m"] == pytest.approx(count_macs(ref, row["resolution"]) / 1e6, abs=0.01)
+        assert abs(row["our_macs_m"] - row["macs_m"]) <= 1  # printed as GFLOPs to 3 decimals
+    assert main(["zoo", "--task", "detection", "--plot", "x.png"]) == 2
+    assert "--plot draws the classification zoo" in capsys.readouterr().err

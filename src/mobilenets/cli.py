@@ -13,9 +13,11 @@ class UserError(Exception):
 
 
 def cmd_zoo(args: argparse.Namespace) -> None:
-    from .zoo import plot, render, zoo_rows
+    from .zoo import plot, render, task_zoo_rows, zoo_rows
 
-    rows = zoo_rows()
+    if args.plot and args.task != "classification":
+        raise UserError("--plot draws the classification zoo (top-1 against multiply-adds); leave out --task.")
+    rows = zoo_rows() if args.task == "classification" else task_zoo_rows(args.task)
     print(render(rows, args.format))
     if args.plot:
         plot(rows, args.plot)
@@ -24,6 +26,8 @@ def cmd_zoo(args: argparse.Namespace) -> None:
 
 def add_zoo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
+    p.add_argument("--task", choices=["classification", "detection", "segmentation"], default="classification",
+                   help="detection / segmentation: the published SSDLite and LR-ASPP models")  # fmt: skip
     p.add_argument("--plot", metavar="FILE.png", help="plot published top-1 against multiply-adds")
 
 

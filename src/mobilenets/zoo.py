@@ -114,6 +114,65 @@ PUBLISHED: tuple[Published, ...] = (
 )
 
 
+TV_WEIGHTS = "torchvision {} (weights metadata)"
+
+
+@dataclass(frozen=True)
+class PublishedTask:
+    """A published detection or segmentation model: its score as printed, counts in millions.
+
+    Only configurations we build exactly are listed: torchvision's two (its weights' metadata gives
+    parameters, multiply-adds and score). The V2 and V3 papers' SSDLite / LR-ASPP tables are not here
+    (no verified copy of them was available; none is guessed), and the TF Object Detection API's
+    released SSDLite checkpoints use another configuration (``ssdlite_mobilenet_v2_coco.config``: 300 px,
+    sigmoid scores, TF's anchor generator), so their mAP does not describe our models."""
+
+    model: str
+    resolution: int
+    metric: str
+    score: float
+    macs_m: float
+    params_m: float
+    source: str
+
+
+PUBLISHED_TASKS: tuple[PublishedTask, ...] = (
+    PublishedTask("ssdlite320_mobilenet_v3_large", 320, "box mAP, COCO val2017", 21.3, 583, 3.44006,
+                  TV_WEIGHTS.format("SSDLite320_MobileNet_V3_Large_Weights.COCO_V1")),
+    PublishedTask("lraspp_mobilenet_v3_large", 520, "mIoU, COCO val2017 in VOC's 21 classes", 57.9, 2086, 3.221538,
+                  TV_WEIGHTS.format("LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1")),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TaskZooRow:
+    """A published detection or segmentation model with our counts (millions) beside it."""
+
+    model: str
+    resolution: int
+    metric: str
+    score: float
+    macs_m: float
+    our_macs_m: float
+    params_m: float
+    our_params_m: float
+    source: str
+
+
+def task_zoo_rows(task: str) -> list[TaskZooRow]:
+    """The published rows of ``task`` (``detection`` or ``segmentation``) with our counts."""
+    from .models.tasks import build_task_model, task_of
+
+    rows = []
+    for pub in PUBLISHED_TASKS:
+        if task_of(pub.model) != task:
+            continue
+        prof = profile(build_task_model(pub.model).eval(), pub.resolution)
+        ours = {"our_macs_m": round(prof.macs / 1e6, 2), "our_params_m": round(prof.params / 1e6, 6)}
+        rows.append(TaskZooRow(**asdict(pub), **ours))
+    return rows
+
+
 @dataclass(frozen=True)
 class ZooRow:
     """A published configuration with our counts (millions) beside it."""
@@ -161,8 +220,10 @@ def zoo_rows() -> list[ZooRow]:
     return rows
 
 
-def render(rows: list[ZooRow], fmt: str = "table") -> str:
+def render(rows: list[ZooRow] | list[TaskZooRow], fmt: str = "table") -> str:
     """Rows as ``table`` (aligned text), ``csv``, ``json`` or ``markdown``."""
+    if fmt not in ("table", "csv", "json", "markdown"):
+        raise ValueError(f"Unknown format {fmt!r}; use table, csv, json or markdown.")
     dicts = [asdict(r) for r in rows]
     if fmt == "json":
         return json.dumps(dicts, indent=2)
@@ -172,26 +233,19 @@ def render(rows: list[ZooRow], fmt: str = "table") -> str:
         writer.writeheader()
         writer.writerows(dicts)
         return out.getvalue()
-    header = ["config", "top-1", "MAdds (M) published", "ours", "params (M) published", "ours", "source"]
-    body = [
-        [
-            r.config,
-            f"{r.top1:.1f}",
-            f"{r.macs_m:g}",
-            f"{r.our_macs_m:.1f}",
-            f"{r.params_m:g}",
-            f"{r.our_params_m:.2f}",
-            r.source + (" *" if r.gap else ""),
-        ]
-        for r in rows
-    ]
-    notes = sorted({r.gap for r in rows if r.gap})
-    footer = [f"* {note}" for note in notes]
+    if rows and isinstance(rows[0], TaskZooRow):
+        header = ["model", "size", "published score", "MAdds (M) published", "ours", "params (M) published", "ours",
+                  "source"]  # fmt: skip
+        body = [[r.model, str(r.resolution), f"{r.score:g} ({r.metric})", f"{r.macs_m:g}", f"{r.our_macs_m:.1f}",
+                 str(r.params_m), f"{r.our_params_m:.6f}", r.source] for r in rows]  # fmt: skip
+    else:
+        header = ["config", "top-1", "MAdds (M) published", "ours", "params (M) published", "ours", "source"]
+        body = [[r.config, f"{r.top1:.1f}", f"{r.macs_m:g}", f"{r.our_macs_m:.1f}", f"{r.params_m:g}",
+                 f"{r.our_params_m:.2f}", r.source + (" *" if r.gap else "")] for r in rows]  # fmt: skip
+    footer = [f"* {note}" for note in sorted({getattr(r, "gap", None) for r in rows} - {None})]
     if fmt == "markdown":
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         return "\n".join(lines + ["| " + " | ".join(b) + " |" for b in body] + ["", *footer])
-    if fmt != "table":
-        raise ValueError(f"Unknown format {fmt!r}; use table, csv, json or markdown.")
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
     table = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [header, *body]]
     return "\n".join(table + footer)
