@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchvision.models.detection._utils import _topk_min
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import batched_nms
 
@@ -62,24 +63,47 @@ def detector_size(model: nn.Module) -> int:
     return int(model.transform.fixed_size[0])
 
 
-def select_detections(out: torch.Tensor, image_size: tuple[int, int], score_thresh: float, nms_thresh: float,
+class ClassNMS(torch.autograd.Function):
+    """NMS within each class of ``C x K`` candidates (``boxes`` C x K x 4, ``scores`` C x K), scores above
+    ``score_thresh`` only: ``N x 3`` rows (class, 0, candidate), as ONNX's ``NonMaxSuppression`` gives them
+    with the classes as its batch. Exported as that operator: one NMS per class, where torchvision's traced
+    ``batched_nms`` runs one NMS over every class's boxes at once (27,000 boxes for a 91-class SSD: 212 ms
+    per image in ONNX Runtime here, against 87 ms for the whole detector in PyTorch)."""
+
+    @staticmethod
+    def forward(ctx: Any, boxes: torch.Tensor, scores: torch.Tensor, iou: float, score_thresh: float) -> torch.Tensor:
+        k = scores.shape[1]
+        above = torch.nonzero(scores.flatten() > score_thresh).flatten()
+        kept = above[batched_nms(boxes.reshape(-1, 4)[above], scores.flatten()[above], above // k, iou)]
+        return torch.stack([kept // k, torch.zeros_like(kept), kept % k], 1)
+
+    @staticmethod
+    def symbolic(g: Any, boxes: Any, scores: Any, iou: float, score_thresh: float) -> Any:
+        def const(v: Any, dtype: torch.dtype) -> Any:
+            return g.op("Constant", value_t=torch.tensor([v], dtype=dtype))
+
+        per_class = g.op("Unsqueeze", scores, const(1, torch.int64))  # C x 1 x K: classes as the batch
+        max_out = g.op("Gather", g.op("Shape", scores), const(1, torch.int64))
+        return g.op(
+            "NonMaxSuppression", boxes, per_class, max_out, const(iou, torch.float), const(score_thresh, torch.float)
+        )
+
+
+def select_detections(out: torch.Tensor, image_size: Any, score_thresh: float, nms_thresh: float,
                       topk_candidates: int, detections_per_img: int) -> dict[str, torch.Tensor]:  # fmt: skip
-    """torchvision's detections from one image's :class:`DetectionOutputs` (``A x (4 + C)``): for every
-    class but the background, the boxes above ``score_thresh``, at most ``topk_candidates`` of them; NMS
-    per class at ``nms_thresh``; the best ``detections_per_img``; boxes in pixels of ``image_size`` (H, W)."""
-    fractions, probs = out[:, :4], out[:, 4:]
-    boxes, scores, labels = [], [], []
-    for label in range(1, probs.shape[1]):
-        score = probs[:, label]
-        keep = torch.nonzero(score > score_thresh).flatten()
-        score, best = score[keep].topk(min(topk_candidates, len(keep)))
-        boxes.append(fractions[keep[best]])
-        scores.append(score)
-        labels.append(torch.full_like(best, label))
-    boxes, scores, labels = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
-    keep = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_img]
+    """torchvision's SSD detections from one image's :class:`DetectionOutputs` (``A x (4 + C)``): for every
+    class but the background, its best ``topk_candidates`` boxes above ``score_thresh``; NMS per class at
+    ``nms_thresh``; the best ``detections_per_img`` overall; boxes in pixels of ``image_size`` (H, W: ints
+    or a tensor). Traces to ONNX with any image size."""
+    fractions, probs = out[:, :4], out[:, 5:].T
+    scores, index = probs.topk(_topk_min(probs, topk_candidates, 1), dim=1)  # (C - 1) x K
+    candidates = fractions[index]
+    kept = ClassNMS.apply(candidates, scores, nms_thresh, score_thresh)
+    label, box = kept[:, 0], kept[:, 2]
+    score, best = scores[label, box].topk(_topk_min(kept, detections_per_img, 0))
     h, w = image_size
-    return {"boxes": boxes[keep] * boxes.new_tensor([w, h, w, h]), "scores": scores[keep], "labels": labels[keep]}
+    scale = torch.stack([torch.as_tensor(v) for v in (w, h, w, h)]).to(out.dtype)
+    return {"boxes": candidates[label[best], box[best]] * scale, "scores": score, "labels": label[best] + 1}
 
 
 def phone_detector(run: Any, size: int, selection: dict[str, Any]) -> Any:
@@ -138,9 +162,24 @@ def check_phone_detector(run: Any, outputs: DetectionOutputs, runtime: str) -> f
     return worst
 
 
+class WholeDetector(nn.Module):
+    """A detector as one ONNX-traceable function of one [0, 1] image (3 x H x W, any size): resized to its
+    size, :class:`DetectionOutputs`, :func:`select_detections`; ``boxes`` (pixels), ``scores``, ``labels``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.outputs = DetectionOutputs(model)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        size = self.outputs.size
+        x = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False)
+        found = select_detections(self.outputs(x)[0], torch._shape_as_tensor(image)[1:], **self.outputs.selection)
+        return found["boxes"], found["scores"], found["labels"]
+
+
 def detection_onnx(model: nn.Module, meta: dict[str, Any]) -> tuple[bytes, float]:
-    """SSD with its resizing, decoding and NMS as one ONNX graph: a [0, 1] image (3 x H x W, any size) in,
-    ``boxes`` (N x 4, pixels), ``scores``, ``labels`` out; checked in ONNX Runtime on two image sizes."""
+    """The detector as one ONNX graph (:class:`WholeDetector`: resizing, decoding and NMS), checked in ONNX
+    Runtime on two image sizes against the detector itself."""
     import onnxruntime as ort
 
     images = check_images(detector_size(model))
@@ -148,8 +187,8 @@ def detection_onnx(model: nn.Module, meta: dict[str, Any]) -> tuple[bytes, float
         warnings.simplefilter("ignore")
         out = os.path.join(tmp, "model.onnx")
         with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-            torch.onnx.export(model, ([images[0]],), out, dynamo=False, opset_version=OPSET, input_names=["image"],
-                              output_names=["boxes", "scores", "labels"],
+            torch.onnx.export(WholeDetector(model.eval()).eval(), (images[0],), out, dynamo=False, opset_version=OPSET,
+                              input_names=["image"], output_names=["boxes", "scores", "labels"],
                               dynamic_axes={"image": {1: "height", 2: "width"}})  # fmt: skip
         data = _add_metadata(Path(out).read_bytes(), meta)
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
