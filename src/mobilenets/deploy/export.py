@@ -82,12 +82,12 @@ def exportable(model: nn.Module, format: str, int8: bool = False) -> nn.Module:
 def _check_exportable(model: nn.Module, path: str | os.PathLike, img_size: int | None) -> tuple[Path, int]:
     """The output path and input size of an export, once checked: a writable folder, a classifier, a
     size of at least 32 (default: the model's own)."""
+    from .detection import DetectionOutputs
+
     path = Path(path)
     if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
         raise ExportError(f"Cannot write {path}: {path.parent} is not a writable folder.")
     size = img_size or getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224, 224))[1]
-    from .detection import DetectionOutputs
-
     if isinstance(model, DetectionOutputs) and size != model.size:
         raise ExportError(f"This detector resizes every image to {model.size} px; export it at that size "
                           f"(--img-size {model.size}) or build it with size={size}.")  # fmt: skip
@@ -192,9 +192,9 @@ def export(
     meta = model_metadata(model, class_names)
     meta["pretrained_cfg"] = {**meta["pretrained_cfg"], "input_size": (3, size, size)}
     report: dict[str, Any] = {"path": str(path), "format": format, "img_size": size}
-    if model is not exportable(model, "pt2"):  # a whole detector, with NMS
-        from .detection import detection_onnx
+    from .detection import DetectionOutputs, detection_onnx
 
+    if getattr(model, "task", None) == "detection" and not isinstance(model, DetectionOutputs):  # NMS inside
         data, report["max_box_diff_onnxruntime"] = detection_onnx(model, meta)
     elif format == "onnx":
         data = _add_metadata(_onnx_bytes(model, x), meta)
