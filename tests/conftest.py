@@ -42,21 +42,51 @@ def _seed():
 OWN_PROCESS = "MOBILENETS_TEST_IN_OWN_PROCESS"
 
 
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    """Tests marked ``own_process`` run in a fresh ``python -m pytest`` of their own.
+_MODULE_RESULTS: dict[str, dict[str, tuple[str, str]]] = {}  # module path -> test name -> (outcome, message)
 
-    The phone runtimes (ExecuTorch and LiteRT with litert-torch's JAX) bring native thread pools and their
-    own XNNPACK into the process; loaded into the test process, later unrelated tests ended in a
-    segmentation fault on the fresh-clone CI. In a process of its own a crash would be that test's failure."""
+
+def _run_module_alone(item: pytest.Function) -> dict[str, tuple[str, str]]:
+    """Run every selected ``own_process`` test of ``item``'s module in one fresh ``python -m pytest``
+    (one interpreter start and import per module, not per test); each test's outcome from its JUnit XML."""
+    import tempfile
+    import xml.etree.ElementTree as ET
+
+    module = str(item.path)
+    ids = [i.nodeid for i in item.session.items if str(i.path) == module and i.get_closest_marker("own_process")]
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = Path(tmp) / "results.xml"
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}", *ids]
+        done = subprocess.run(cmd, cwd=item.config.rootpath, env={**os.environ, OWN_PROCESS: "1"},
+                              capture_output=True, text=True)  # fmt: skip
+        tail = (done.stdout + done.stderr)[-6000:]
+        results = {i.split("::", 1)[1]: ("failed", f"no result (exit code {done.returncode}):\n{tail}") for i in ids}
+        if xml.is_file():
+            for case in ET.parse(xml).getroot().iter("testcase"):
+                outcome = next((c for c in case if c.tag in ("failure", "error", "skipped")), None)
+                if outcome is None:
+                    results[case.get("name")] = ("passed", "")
+                else:
+                    kind = "skipped" if outcome.tag == "skipped" else "failed"
+                    results[case.get("name")] = (kind, outcome.get("message", "") + "\n" + (outcome.text or ""))
+    return results
+
+
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Tests marked ``own_process`` run outside the test process: the first one of a module runs all of
+    that module's (selected) ``own_process`` tests in a fresh ``python -m pytest``, and each reports its own
+    outcome from there (so the first one's duration holds the module's).
+
+    The phone runtimes (ExecuTorch and LiteRT with litert-torch's JAX) and OpenVINO bring native thread
+    pools and their own XNNPACK into the process; loaded into the test process, later unrelated tests ended
+    in a segmentation fault on the fresh-clone CI. In a process of its own a crash fails that module's tests."""
     if pyfuncitem.get_closest_marker("own_process") is None or os.environ.get(OWN_PROCESS):
         return None
-    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", pyfuncitem.nodeid]
-    env = {**os.environ, OWN_PROCESS: "1"}
-    done = subprocess.run(cmd, cwd=pyfuncitem.config.rootpath, env=env, capture_output=True, text=True)
-    out = done.stdout + done.stderr
-    if done.returncode != 0:
-        pytest.fail(f"in its own process (exit code {done.returncode}):\n{out[-6000:]}", pytrace=False)
-    skipped = [line for line in out.splitlines() if line.startswith("SKIPPED")]
-    if skipped:
-        pytest.skip(skipped[0].split(": ", 1)[-1])
+    module = str(pyfuncitem.path)
+    if module not in _MODULE_RESULTS:
+        _MODULE_RESULTS[module] = _run_module_alone(pyfuncitem)
+    outcome, message = _MODULE_RESULTS[module][pyfuncitem.nodeid.split("::", 1)[1]]
+    if outcome == "failed":
+        pytest.fail(f"in its own process: {message[-6000:]}", pytrace=False)
+    if outcome == "skipped":
+        pytest.skip(message.strip().splitlines()[0] if message.strip() else "skipped in its own process")
     return True
