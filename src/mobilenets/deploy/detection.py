@@ -22,7 +22,7 @@ from torchvision.models.detection._utils import _topk_min
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import batched_nms
 
-from .export import OPSET, ExportError, _add_metadata
+from .export import OPSET, ExportError, _add_metadata, carry_description
 
 SELECTION = ("score_thresh", "nms_thresh", "topk_candidates", "detections_per_img")
 
@@ -36,8 +36,7 @@ class DetectionOutputs(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        for name in ("model_name", "model_args", "pretrained_cfg", "num_classes", "class_names", "label_map", "task"):
-            setattr(self, name, getattr(model, name, None))
+        carry_description(self, model)
         self.size = detector_size(model)
         self.selection = {k: getattr(model, k) for k in SELECTION}
         t = model.transform

@@ -49,14 +49,20 @@ def model_metadata(model: nn.Module, class_names: list[str] | None = None) -> di
     return meta
 
 
+def carry_description(wrapper: nn.Module, model: nn.Module) -> None:
+    """Give a wrapper around ``model`` the attributes an export's metadata reads (name, arguments,
+    preprocessing, classes, task)."""
+    for name in ("model_name", "model_args", "pretrained_cfg", "num_classes", "class_names", "label_map", "task"):
+        setattr(wrapper, name, getattr(model, name, None))
+
+
 class SegmentationLogits(nn.Module):
     """A segmentation model as one tensor function (``{"out": logits}`` -> logits), for ONNX and int8."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        for name in ("model_name", "model_args", "pretrained_cfg", "num_classes", "class_names", "label_map", "task"):
-            setattr(self, name, getattr(model, name, None))
+        carry_description(self, model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)["out"]
