@@ -145,3 +145,24 @@ def test_pretrained_torchvision_from_the_hub_cache(tmp_path, monkeypatch):
     x = torch.randn(1, 3, 96, 128)
     with torch.no_grad():
         assert (ours(x)["out"] - ref(x)["out"]).abs().max() <= 1e-5 * ref(x)["out"].abs().max()
+
+
+@pytest.mark.parametrize("name", ["ssdlite_mobilenet_v2", "lraspp_mobilenet_v2"])
+def test_model_args_rebuild_a_backbone_from_google_weights(name):
+    """Google's TFLite backbone brings TF "SAME" padding; the task model's ``model_args`` record it, so a
+    checkpoint rebuilt from them (what ``load_checkpoint`` does) is the net that was trained."""
+    weights = SHARED / "weights" / "mobilenet_v2_1.0_224_quant.tflite"
+    if not weights.is_file():
+        pytest.skip("needs ../shared/data/weights")
+    trained = randomize_bn(create_model(name, num_classes=5, pretrained_backbone=str(weights))).eval()
+    assert trained.model_args["padding"] == "same"
+    rebuilt = create_model(name, **trained.model_args).eval()
+    rebuilt.load_state_dict(trained.state_dict())
+    x = _photos(1, (224, 160))
+    with torch.no_grad():
+        if name.startswith("lraspp"):
+            want, got = trained(x[0][None])["out"], rebuilt(x[0][None])["out"]
+            assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+        else:
+            want, got = trained.backbone(x[0][None]), rebuilt.backbone(x[0][None])
+            assert all(torch.equal(got[k], want[k]) for k in want)

@@ -26,7 +26,8 @@ TASKS = {"ssdlite_": "detection", "lraspp_": "segmentation"}
 ALIASES = {"ssdlite320_mobilenet_v3_large": "ssdlite_mobilenet_v3_large"}
 DEFAULT_CLASSES = {"detection": 91, "segmentation": 21}  # COCO's 91 ids; VOC's 21 classes
 SSD_OPTIONS = ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates", "size")
-OPTIONS = ("num_classes", "width_mult", "pretrained_backbone", "reduced_tail")
+BACKBONE_OPTIONS = ("width_mult", "reduced_tail", "minimalistic", "padding")
+OPTIONS = ("num_classes", "pretrained_backbone", *BACKBONE_OPTIONS)
 
 
 def task_of(name: str) -> str:
@@ -83,7 +84,7 @@ def build_task_model(name: str, **kwargs: Any) -> nn.Module:
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2 (background included), got {num_classes!r}.")
     pretrained = kwargs.pop("pretrained_backbone", None)
-    net_args = {k: kwargs.pop(k) for k in ("width_mult", "reduced_tail") if k in kwargs}
+    net_args = {k: kwargs.pop(k) for k in BACKBONE_OPTIONS if k in kwargs}
     is_v3 = "reduced_tail" in model_entry(backbone).options
     if task == "detection":
         if is_v3:
@@ -95,7 +96,10 @@ def build_task_model(name: str, **kwargs: Any) -> nn.Module:
         model = LRASPP(net, num_classes)
     model.model_name = name
     model.num_classes = num_classes
-    model.model_args = {"num_classes": num_classes, **net_args, **kwargs}
+    # Weights can change the backbone (Google's TFLite files: TF "SAME" padding, minimalistic V3), so
+    # its own arguments are the ones recorded: a checkpoint then rebuilds the net it was trained as.
+    built = {k: net.model_args[k] for k in BACKBONE_OPTIONS if k in net.model_args}
+    model.model_args = {"num_classes": num_classes, **net_args, **built, **kwargs}
     model.backbone_name = backbone
     model.pretrained_cfg = _preprocessing(task, kwargs.get("size", 320))
     return model
