@@ -263,15 +263,16 @@ def test_segmentation_onnx_any_size_and_int8(tmp_path, capsys):
 
     from mobilenets.dense_eval import segmentation_transforms
 
-    model = _random_weights(create_model("lraspp_mobilenet_v3_small"))
-    export(model, tmp_path / "seg.onnx")
-    session = ort.InferenceSession(str(tmp_path / "seg.onnx"), providers=["CPUExecutionProvider"])
-    for photo in _photos(2):
-        x = segmentation_transforms(model.pretrained_cfg, 200, False)(photo)[None]
-        with torch.inference_mode():
-            ref = model(x)["out"]
-        got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
-        assert got.shape == ref.shape and (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+    for padding in ("symmetric", "same"):  # TF "SAME" (Google's backbones): its padding follows the size
+        model = _random_weights(create_model("lraspp_mobilenet_v3_small", padding=padding))
+        export(model, tmp_path / "seg.onnx")
+        session = ort.InferenceSession(str(tmp_path / "seg.onnx"), providers=["CPUExecutionProvider"])
+        for photo, side in zip(_photos(2), (200, 201)):
+            x = segmentation_transforms(model.pretrained_cfg, side, False)(photo)[None]
+            with torch.inference_mode():
+                ref = model(x)["out"]
+            got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+            assert got.shape == ref.shape and (got - ref).abs().max() <= 1e-4 * ref.abs().max()
     assert main(["export", "--model", "ssdlite_mobilenet_v2", "--format", "tflite", "--int8", "--calib",
                  str(tmp_path), "--output", str(tmp_path / "x.tflite")]) == 2  # fmt: skip
     assert "int8 export is offered for segmentation models" in capsys.readouterr().err

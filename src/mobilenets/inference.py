@@ -169,8 +169,7 @@ def mobile_classifier(path: Path) -> Classifier:
             raise WeightsError(f"{path} has no {mobile.sidecar(path).name} beside it (classes, preprocessing); "
                                "export it with `mobilenets export --format " + path.suffix[1:] + "`.")  # fmt: skip
         mobile.check_installed(info["format"])
-        make = mobile.litert_runner if path.suffix == ".tflite" else mobile.executorch_runner
-        run, runtime = make(str(path)), "LiteRT" if path.suffix == ".tflite" else "ExecuTorch"
+        run, runtime = mobile.phone_runner(str(path), info["format"]), mobile.RUNTIMES[info["format"]]
     nhwc = info.get("input_layout") == "NHWC"
     task, size = info.get("task", "classification"), info["pretrained_cfg"]["input_size"][-1]
 

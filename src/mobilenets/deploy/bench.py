@@ -58,7 +58,7 @@ def _dense_runners(name: str, pairs: list[tuple[str, str]], threads: int, calib:
     from ..models.tasks import build_task_model
     from .detection import DetectionOutputs, detection_onnx, phone_detector
     from .export import SegmentationLogits, model_metadata
-    from .mobile import executorch_runner, litert_runner, phone_bytes
+    from .mobile import BACKEND_FORMATS, phone_bytes, phone_runner
 
     model = build_task_model(name).eval()
     if model.task == "segmentation":
@@ -74,8 +74,8 @@ def _dense_runners(name: str, pairs: list[tuple[str, str]], threads: int, calib:
         elif backend in ("litert", "executorch"):
             outputs = DetectionOutputs(model).eval()
             x = torch.zeros(1, 3, outputs.size, outputs.size)
-            data = phone_bytes(fuse(outputs), "tflite" if backend == "litert" else "pte", x, None)
-            run = (litert_runner if backend == "litert" else executorch_runner)(data, threads)
+            fmt = BACKEND_FORMATS[backend]
+            run = phone_runner(phone_bytes(fuse(outputs), fmt, x, None), fmt, threads)
             detect = phone_detector(lambda b, r=run: torch.from_numpy(r(b.numpy())), outputs.size, outputs.selection)
             runners[(backend, precision)] = lambda x, d=detect: d([torch.from_numpy(im) for im in x])
         else:

@@ -254,6 +254,15 @@ def litert_runner(data: bytes | str, threads: int = 2) -> Callable[[np.ndarray],
     return run
 
 
+RUNTIMES = {"tflite": "LiteRT", "pte": "ExecuTorch"}  # each phone format's runtime here
+BACKEND_FORMATS = {"litert": "tflite", "executorch": "pte"}  # ``bench`` backend -> phone format
+
+
+def phone_runner(data: bytes | str, fmt: str, threads: int = 2) -> Callable[[np.ndarray], np.ndarray]:
+    """A batch function over a ``.tflite`` or ``.pte`` file (its bytes or path) in its own runtime."""
+    return (litert_runner if fmt == "tflite" else executorch_runner)(data, threads)
+
+
 _EXECUTORCH_THREADS: list[int] = []  # the thread count ExecuTorch's pool was last reset to
 
 
@@ -289,8 +298,7 @@ def _check_runtime(fmt: str, data: bytes, reference: nn.Module, x: torch.Tensor,
         return {"runtime_check": "spec only: Core ML predictions need macOS"}
     from .detection import DetectionOutputs, check_phone_detector
 
-    run = litert_runner(data) if fmt == "tflite" else executorch_runner(data)
-    runtime = "LiteRT" if fmt == "tflite" else "ExecuTorch"
+    run, runtime = phone_runner(data, fmt), RUNTIMES[fmt]
     nhwc = isinstance(reference, NHWCInput)
     if isinstance(inner := reference.model if nhwc else reference, DetectionOutputs):
 

@@ -172,14 +172,14 @@ def build_runner(model: nn.Module, backend: str, threads: int, onnx: dict[str, b
     x = torch.zeros(1, 3, img_size, img_size)
     calib_cfg = {**model.pretrained_cfg, "input_size": (3, img_size, img_size)}
     if backend in ("litert", "executorch"):
-        from .mobile import executorch_runner, litert_runner, phone_bytes
+        from .mobile import BACKEND_FORMATS, phone_bytes, phone_runner
         from .quantize import calibration_batch
 
         if precision == "int8" and calib is None:
             raise ExportError("int8 needs calibration data: pass calib= a tensor or a folder of images.")
         batch = calibration_batch(calib, calib_cfg) if precision == "int8" else None
-        data = phone_bytes(fuse(model), "tflite" if backend == "litert" else "pte", x, batch)
-        return (litert_runner if backend == "litert" else executorch_runner)(data, threads)
+        fmt = BACKEND_FORMATS[backend]
+        return phone_runner(phone_bytes(fuse(model), fmt, x, batch), fmt, threads)
     if "fp32" not in onnx:
         onnx["fp32"] = _add_metadata(_onnx_bytes(model.eval(), x), model_metadata(model))
     if precision == "int8" and "int8" not in onnx:

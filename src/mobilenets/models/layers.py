@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,8 +42,15 @@ class SamePadConv2d(nn.Conv2d):
     """Conv2d with TensorFlow "SAME" padding: for stride 2 on even sizes it pads 0 before, 1 after.
 
     Google's TF/TFLite weights were trained with it; symmetric padding shifts every strided layer by
-    half a pixel and costs about 20 points of top-1 on real images.
+    half a pixel and costs about 20 points of top-1 on real images. The padding is integer arithmetic on
+    the input's size (no ``math.ceil``, no ``max``: kernel >= stride makes it non-negative), so a traced
+    export (ONNX with free height and width) keeps it a function of the size instead of constants.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if any(k < s for k, s in zip(self.kernel_size, self.stride, strict=True)):
+            raise ValueError(f"SAME padding here needs kernel >= stride, got {self.kernel_size} / {self.stride}.")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = []
@@ -53,7 +60,7 @@ class SamePadConv2d(nn.Conv2d):
             reversed(self.stride),
             reversed(self.dilation),
         ):
-            total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            total = ((size + s - 1) // s - 1) * s + (k - 1) * d + 1 - size
             pads += [total // 2, total - total // 2]
         return super().forward(F.pad(x, pads))
 
