@@ -163,6 +163,24 @@ def check_phone_detector(run: Any, outputs: DetectionOutputs, runtime: str) -> f
     return worst
 
 
+def check_int8_detector(run: Any, outputs: DetectionOutputs, runtime: str) -> dict[str, float]:
+    """An int8 phone file's outputs against the fp32 detector's on two images: finite and in range (boxes
+    in [0, 1], each box's class probabilities summing to about 1), else refused; the mean absolute
+    differences of its box coordinates and probabilities are reported (int8 keeps neither exactly)."""
+    x = torch.stack([F.interpolate(im[None], size=(outputs.size,) * 2, mode="bilinear")[0]
+                     for im in check_images(outputs.size)])  # fmt: skip
+    with torch.inference_mode():
+        ref = outputs(x)
+    got = run(x)
+    boxes, probs = got[..., :4], got[..., 4:]
+    if got.shape != ref.shape or not bool(got.isfinite().all()) or boxes.min() < -0.01 or boxes.max() > 1.01 \
+            or (probs.sum(-1) - 1).abs().max() > 0.1:  # fmt: skip
+        raise ExportError(f"{runtime}'s int8 detector gives outputs out of range (boxes outside [0, 1] or "
+                          "probabilities not summing to 1); nothing was written.")  # fmt: skip
+    return {"mean_box_diff": float((boxes - ref[..., :4]).abs().mean()),
+            "mean_prob_diff": float((probs - ref[..., 4:]).abs().mean())}  # fmt: skip
+
+
 class WholeDetector(nn.Module):
     """A detector as one ONNX-traceable function of one [0, 1] image (3 x H x W, any size): resized to its
     size, :class:`DetectionOutputs`, :func:`select_detections`; ``boxes`` (pixels), ``scores``, ``labels``."""

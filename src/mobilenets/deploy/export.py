@@ -71,8 +71,8 @@ class SegmentationLogits(nn.Module):
 def exportable(model: nn.Module, format: str, int8: bool = False) -> nn.Module:
     """The module to export: a segmentation model as its logits (every format; the phone formats at a fixed
     size), a detector whole for ONNX (NMS is an ONNX operator) and as its decoded boxes and class
-    probabilities for the others (:class:`.detection.DetectionOutputs`: NMS goes in the app); refuses int8
-    detection."""
+    probabilities for the others (:class:`.detection.DetectionOutputs`: NMS goes in the app); int8 detection
+    is for the phone formats only (the ONNX graph holds NMS)."""
     from .detection import DetectionOutputs
 
     task = getattr(model, "task", "classification")
@@ -80,8 +80,9 @@ def exportable(model: nn.Module, format: str, int8: bool = False) -> nn.Module:
         return model
     if task == "segmentation":
         return SegmentationLogits(model)
-    if int8:
-        raise ExportError("int8 export is offered for segmentation models, not yet for detection.")
+    if int8 and format not in ("tflite", "pte", "coreml"):
+        raise ExportError("int8 detection is offered for the phone formats (tflite, pte, coreml), not for "
+                          f"{format}; export {format} in fp32.")  # fmt: skip
     return model if format == "onnx" else DetectionOutputs(model.eval())
 
 

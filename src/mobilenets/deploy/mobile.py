@@ -296,7 +296,7 @@ def _check_runtime(fmt: str, data: bytes, reference: nn.Module, x: torch.Tensor,
     """Run the export once in its own runtime: fp32 within 1e-4 of the outputs' scale, int8 finite."""
     if fmt == "coreml":
         return {"runtime_check": "spec only: Core ML predictions need macOS"}
-    from .detection import DetectionOutputs, check_phone_detector
+    from .detection import DetectionOutputs, check_int8_detector, check_phone_detector
 
     run, runtime = phone_runner(data, fmt), RUNTIMES[fmt]
     nhwc = isinstance(reference, NHWCInput)
@@ -305,6 +305,8 @@ def _check_runtime(fmt: str, data: bytes, reference: nn.Module, x: torch.Tensor,
         def nchw_run(b: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(run((b.permute(0, 2, 3, 1) if nhwc else b).contiguous().numpy()))
 
+        if int8:
+            return {"runtime_check": runtime, **check_int8_detector(nchw_run, inner, runtime)}
         return {"runtime_check": runtime, "max_box_diff": check_phone_detector(nchw_run, inner, runtime)}
     batch = torch.cat([x, x.flip(-1) * 0.5])
     with torch.inference_mode():

@@ -31,7 +31,11 @@ from .qat import qat_check, qat_finetune, qat_onnx
 
 
 def calibration_batch(calib: torch.Tensor | str | os.PathLike, cfg: dict[str, Any], limit: int = 128) -> torch.Tensor:
-    """Calibration inputs: a tensor as given, or up to ``limit`` images found under a folder."""
+    """Calibration inputs: a tensor as given, or up to ``limit`` images found under a folder, preprocessed
+    as ``cfg`` says; a model that normalizes inside (a detector: ``inside_model``) gets what its phone
+    file takes, the whole image resized to its square, in [0, 1]."""
+    if cfg.get("inside_model"):
+        cfg = {**cfg, "mean": (0.0,) * 3, "std": (1.0,) * 3, "resize_mode": "tf-slim", "crop_pct": 1.0}
     if isinstance(calib, torch.Tensor):
         if calib.ndim != 4 or calib.shape[1] != 3:
             raise ExportError(f"A calibration tensor must be N x 3 x H x W, got {tuple(calib.shape)}.")
