@@ -39,8 +39,9 @@ def _scaled(name: str, **kwargs) -> torch.nn.Module:
     return model
 
 
-SLOW_PARITY = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v4_conv_small",
-               "mobilenet_v4_hybrid_medium")  # fmt: skip
+# V1 is left out: its operators (depthwise and pointwise convolutions, ReLU6) are a subset of V2's, and
+# each of these exports costs about 20 s of the suite's 15 minutes.
+SLOW_PARITY = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v4_conv_small", "mobilenet_v4_hybrid_medium")
 PARITY = [pytest.param(n, marks=pytest.mark.slow) for n in SLOW_PARITY] + ["mobilenet_v3_small"]
 
 
