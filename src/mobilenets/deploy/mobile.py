@@ -293,7 +293,8 @@ def executorch_runner(data: bytes | str, threads: int = 2) -> Callable[[np.ndarr
 
 
 def _check_runtime(fmt: str, data: bytes, reference: nn.Module, x: torch.Tensor, int8: bool) -> dict[str, Any]:
-    """Run the export once in its own runtime: fp32 within 1e-4 of the outputs' scale, int8 finite."""
+    """Run the export once in its own runtime: fp32 within 1e-4 of the outputs' scale (detectors: the same
+    detections), int8 finite (detectors: in range, see :func:`.detection.check_int8_detector`)."""
     if fmt == "coreml":
         return {"runtime_check": "spec only: Core ML predictions need macOS"}
     from .detection import DetectionOutputs, check_int8_detector, check_phone_detector
