@@ -105,6 +105,11 @@ def select_detections(out: torch.Tensor, image_size: Any, score_thresh: float, n
     return {"boxes": candidates[label[best], box[best]] * scale, "scores": score, "labels": label[best] + 1}
 
 
+def to_square(image: torch.Tensor, size: int) -> torch.Tensor:
+    """One 3 x H x W image as the detector resizes it: a ``1 x 3 x size x size`` batch (bilinear)."""
+    return F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False)
+
+
 def phone_detector(run: Any, size: int, selection: dict[str, Any]) -> Any:
     """A detector over a phone file's batch function ``run`` (``1 x 3 x size x size`` -> ``1 x A x (4 + C)``):
     [0, 1] images of any size in (resized as the detector resizes them), torchvision's detections out."""
@@ -112,7 +117,7 @@ def phone_detector(run: Any, size: int, selection: dict[str, Any]) -> Any:
     def detect(images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         found = []
         for image in images:
-            x = F.interpolate(image[None].float(), size=(size, size), mode="bilinear", align_corners=False)
+            x = to_square(image.float(), size)
             found.append(select_detections(run(x)[0], tuple(image.shape[-2:]), **selection))
         return found
 
@@ -167,8 +172,7 @@ def check_int8_detector(run: Any, outputs: DetectionOutputs, runtime: str) -> di
     """An int8 phone file's outputs against the fp32 detector's on two images: finite and in range (boxes
     in [0, 1], each box's class probabilities summing to about 1), else refused; the mean absolute
     differences of its box coordinates and probabilities are reported (int8 keeps neither exactly)."""
-    x = torch.stack([F.interpolate(im[None], size=(outputs.size,) * 2, mode="bilinear")[0]
-                     for im in check_images(outputs.size)])  # fmt: skip
+    x = torch.cat([to_square(image, outputs.size) for image in check_images(outputs.size)])
     with torch.inference_mode():
         ref = outputs(x)
     got = run(x)
@@ -190,8 +194,7 @@ class WholeDetector(nn.Module):
         self.outputs = DetectionOutputs(model)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        size = self.outputs.size
-        x = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False)
+        x = to_square(image, self.outputs.size)
         found = select_detections(self.outputs(x)[0], torch._shape_as_tensor(image)[1:], **self.outputs.selection)
         return found["boxes"], found["scores"], found["labels"]
 

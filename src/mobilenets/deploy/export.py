@@ -80,7 +80,9 @@ def exportable(model: nn.Module, format: str, int8: bool = False) -> nn.Module:
         return model
     if task == "segmentation":
         return SegmentationLogits(model)
-    if int8 and format not in ("tflite", "pte", "coreml"):
+    from .mobile import MOBILE_FORMATS
+
+    if int8 and format not in MOBILE_FORMATS:
         raise ExportError("int8 detection is offered for the phone formats (tflite, pte, coreml), not for "
                           f"{format}; export {format} in fp32.")  # fmt: skip
     return model if format == "onnx" else DetectionOutputs(model.eval())
