@@ -57,7 +57,7 @@ def main() -> None:
                 report = export(model, path, fmt, int8=int8, calib=calib)
                 seconds = time.perf_counter() - start
                 size = report["bytes"] / 1e6
-                diff = report.get("max_rel_diff", report.get("max_abs_diff_onnxruntime"))
+                diff = report["max_rel_diff"]
                 top1, name = "Mac only", f"{fmt} {'int8' if int8 else 'fp32'}"
                 if fmt != "coreml":
                     clf = load_classifier(str(path))

@@ -7,16 +7,23 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from .extras import check
+
 
 class UserError(Exception):
     """A mistake in the command line or its inputs: printed as one sentence, exit status 2."""
 
 
 def cmd_zoo(args: argparse.Namespace) -> None:
-    from .zoo import plot, render, task_zoo_rows, zoo_rows
+    from .zoo import plot, render, task_zoo_rows, weights_rows, zoo_rows
 
     if args.plot and args.task != "classification":
         raise UserError("--plot draws the classification zoo (top-1 against multiply-adds); leave out --task.")
+    if args.plot:
+        check("plots", "zoo --plot")
+    if args.weights:
+        print(render(weights_rows(args.weights), args.format))
+        return
     rows = zoo_rows() if args.task == "classification" else task_zoo_rows(args.task)
     print(render(rows, args.format))
     if args.plot:
@@ -29,6 +36,8 @@ def add_zoo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=["classification", "detection", "segmentation"], default="classification",
                    help="detection / segmentation: the published SSDLite and LR-ASPP models")  # fmt: skip
     p.add_argument("--plot", metavar="FILE.png", help="plot published top-1 against multiply-adds")
+    p.add_argument("--weights", nargs="?", const="*", metavar="FILTER",
+                   help="list the weights catalogue (names as create_model takes them; wildcards)")  # fmt: skip
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -167,6 +176,15 @@ def cmd_train(args: argparse.Namespace) -> None:
               f"outputs in {result['output']}")  # fmt: skip
 
 
+def _batch_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be auto or an integer, got {text!r}") from None
+
+
 def add_train(p: argparse.ArgumentParser) -> None:
     from .recipes import RECIPES
 
@@ -177,7 +195,9 @@ def add_train(p: argparse.ArgumentParser) -> None:
                    "dataset YAML, YOLO or COCO folder; segmentation: YAML or images/ + masks/ folder")  # fmt: skip
     p.add_argument("--output", required=True, metavar="DIR")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_batch_arg, default="auto",
+                   help="images per step and process; auto (default): the largest that fits this machine's memory, "
+                   "measured by a trial step")  # fmt: skip
     p.add_argument("--img-size", type=int, default=None,
                    help="default: 32 for digits/CIFAR, else the model's (224; SSDLite 320, LR-ASPP 520)")  # fmt: skip
     p.add_argument("--lr", type=float, default=None, help="default: the recipe's")
@@ -290,6 +310,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
         task_backbone(name) if task_of(name) != "classification" else model_entry(name)
     if args.threads < 1:
         raise UserError("--threads must be at least 1.")
+    if args.plot:
+        check("plots", "bench --plot")
     rows = bench(args.model, [b for b in args.backends.split(",") if b], _split_ints(args.batch_sizes, "--batch-sizes"),
                  args.threads, args.img_size, args.repeats, args.calib,
                  tuple(p for p in args.precision.split(",") if p))  # fmt: skip
@@ -372,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .deploy.export import ExportError
+    from .extras import MissingExtra
     from .preprocess import BadImageError, DataError
     from .train import TrainingError
     from .weights.hub import WeightsError
@@ -381,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.run(args)
     except (
         UserError,
+        MissingExtra,
         TrainingError,
         ExportError,
         WeightsError,

@@ -15,6 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from .extras import needs
 from .preprocess import BadImageError, DataError, class_folders, list_images, load_rgb
 
 BUILTIN = ("digits", "cifar10", "cifar100")
@@ -80,8 +81,9 @@ def _folder_split(root: Path, classes: list[str] | None = None) -> Split:
 
 def _digits() -> tuple[Split, Split]:
     """scikit-learn's 1797 real 8x8 handwritten digits, split 80/20 stratified with a fixed seed."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    with needs("The digits dataset (scikit-learn's)"):
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     images = (digits.images / 16.0 * 255).astype(np.uint8)

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .extras import check
 from .profile import profile
 from .train import TrainConfig, train
 from .zoo import plot, zoo_rows
@@ -29,6 +30,8 @@ def _latency_ms(fn: Any, x: Any) -> float:
 
 def run_demo(output: str) -> list[dict[str, Any]]:
     """Run the demo into ``output``; returns the summary rows it prints."""
+    for extra in ("demo", "onnx", "int8", "plots"):
+        check(extra, "mobilenets demo")
     out = Path(output)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     result = train(TrainConfig(output=str(out), **DEMO))

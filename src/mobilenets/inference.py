@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .classes import imagenet_names
+from .extras import needs
 from .weights.hub import WeightsError, detect_source, read_state_dict
 
 MODEL_JSON = "model.json"
@@ -124,7 +125,8 @@ def _guess_architecture(state: dict[str, torch.Tensor]) -> nn.Module:
 
 
 def onnx_classifier(path: Path) -> Classifier:
-    import onnxruntime as ort
+    with needs("Running an ONNX file"):
+        import onnxruntime as ort
 
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

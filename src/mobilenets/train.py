@@ -30,7 +30,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
+from . import autobatch
 from .checkpoint import atomic_save_safetensors, atomic_torch_save, atomic_write_bytes, atomic_write_json
+from .extras import has
 from .inference import BEST, MODEL_JSON
 from .models.registry import model_entry
 from .models.tasks import task_backbone, task_of
@@ -55,7 +57,7 @@ class TrainConfig:
     width_mult: float = 1.0
     pretrained: str | None = None
     epochs: int = 10
-    batch_size: int = 64
+    batch_size: int | str = "auto"  # "auto": the largest that fits this machine's memory (see autobatch)
     img_size: int | None = None
     lr: float | None = None
     recipe: str | None = None
@@ -83,8 +85,8 @@ class TrainConfig:
             raise ValueError("--label-map is for segmentation models (lraspp_...).")
         if self.epochs < 1:
             raise ValueError(f"--epochs must be >= 1, got {self.epochs}.")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}.")
+        if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise ValueError(f"--batch-size must be auto or an integer >= 1, got {self.batch_size!r}.")
         if self.img_size is not None and self.img_size < 16:
             raise ValueError(f"--img-size must be >= 16, got {self.img_size}.")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
@@ -203,7 +205,9 @@ def _optimizer(params: list[dict[str, Any]], recipe: Recipe, lr: float) -> torch
 
 
 def _plot_curves(rows: list[dict[str, Any]], metrics: dict[str, str], path: Path) -> None:
-    """Loss and the validation ``metrics`` (column -> label) per epoch."""
+    """Loss and the validation ``metrics`` (column -> label) per epoch; left out without the ``plots`` extra."""
+    if not has("matplotlib"):
+        return
     import matplotlib
 
     matplotlib.use("Agg")
@@ -256,145 +260,237 @@ def _report_bad(bad: list[str], cfg: TrainConfig, d: Dist) -> list[str]:
     return bad
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run ``cfg``; returns the summary (the best epoch's first metric, epochs, paths). See the module
-    docstring."""
+@dataclass
+class Run:
+    """Everything one training run holds between its set-up, its epochs and its checkpoints."""
+
+    cfg: TrainConfig
+    d: Dist
+    recipe: Recipe
+    task: Any
+    out: Path
+    model: nn.Module
+    net: nn.Module
+    train_ds: Any
+    val_loader: Any
+    sampler: Any
+    batch_size: int
+    steps_per_epoch: int
+    drop_last: bool
+    lr: float
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    ema: Any
+    amp_ctx: Any
+    channels_last: bool
+    bad: list[str]
+    start: int = 0
+    best: float = -1.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def arch(self) -> dict[str, Any]:
+        return {"model": self.cfg.model, "model_args": self.model.model_args}
+
+
+def _prepare_output(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise TrainingError(f"Cannot write to --output {out} ({exc.strerror}); choose another folder.") from None
+
+
+def _trial_step(task: Any, model: nn.Module, train_ds: Any, recipe: Recipe, channels_last: bool) -> Any:
+    """One training step at a given batch (for :mod:`.autobatch`, which runs it in a forked child)."""
+
+    def step(batch: int) -> None:
+        loader = DataLoader(train_ds, batch, shuffle=True, num_workers=0, collate_fn=task.collate)
+        optimizer = _optimizer(_param_groups(model, task.head(model), recipe, 1e-6), recipe, 1e-6)
+        model.train()
+        loss, _ = task.loss(model, next(iter(loader)), Dist(), channels_last, nullcontext)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def _batch_size(cfg: TrainConfig, run_state: dict[str, Any] | None, step: Any, n_train: int, d: Dist) -> int:
+    """``--batch-size`` (a number, checked to fit) or ``auto`` (:mod:`.autobatch`); a resumed run keeps its own."""
+    if run_state is not None and cfg.batch_size == "auto" and "batch_size" in run_state:
+        return int(run_state["batch_size"])
+    if d.device.type != "cpu":  # GPU memory is not measured here
+        return autobatch.FALLBACK if cfg.batch_size == "auto" else int(cfg.batch_size)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", d.world))
+    try:
+        batch, how = autobatch.choose(step, cfg.batch_size, math.ceil(n_train / d.world), local_world)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+    if d.world > 1:  # every process the same batch: the smallest choice
+        t = torch.tensor([batch], device=d.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        batch = int(t.item())
+    _log(d, how)
+    return batch
+
+
+def _setup(cfg: TrainConfig) -> Run:
+    """Data first (nothing is written for a run that cannot start), then the output, model, batch size,
+    loaders, optimizer, schedule, EMA and AMP."""
     cfg.validate()
     d = setup_distributed()
     recipe = _resolve_recipe(cfg)
     out = Path(cfg.output)
-    if d.main:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise TrainingError(f"Cannot write to --output {out} ({exc.strerror}); choose another folder.") from None
     seed_everything(cfg.seed + d.rank)
     task = train_task(cfg, recipe)
     task.load()
     bad = _report_bad(task.bad, cfg, d)
+    if d.main:
+        _prepare_output(out)
     model = task.build()
-    pcfg = model.pretrained_cfg
-    arch = {"model": cfg.model, "model_args": model.model_args}
-
     channels_last = True if cfg.channels_last is None else cfg.channels_last
     model.to(d.device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if cfg.sync_bn and d.world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    train_ds, val_ds = task.datasets(pcfg)
-    sampler = (DistributedSampler(train_ds, d.world, d.rank, shuffle=True, seed=cfg.seed)
-               if d.world > 1 else None)  # fmt: skip
-    val_loader = task.val_loader(val_ds, cfg.batch_size, d)
+    train_ds, val_ds = task.datasets(model.pretrained_cfg)
+    state = read_resume_state(out / "last.pt") if cfg.resume and (out / "last.pt").is_file() else None
+    batch = _batch_size(cfg, state, _trial_step(task, model, train_ds, recipe, channels_last), len(train_ds), d)
+    sampler = DistributedSampler(train_ds, d.world, d.rank, shuffle=True, seed=cfg.seed) if d.world > 1 else None
     per_rank = math.ceil(len(train_ds) / d.world)
-    drop_last = per_rank > cfg.batch_size  # no ragged last batch (BN), unless the data is one batch
-    steps_per_epoch = per_rank // cfg.batch_size if drop_last else 1
-
-    lr = cfg.lr or recipe.scaled_lr(cfg.batch_size * d.world)
+    drop_last = per_rank > batch  # no ragged last batch (BN), unless the data is one batch
+    steps_per_epoch = per_rank // batch if drop_last else 1
+    lr = cfg.lr or recipe.scaled_lr(batch * d.world)
     optimizer = _optimizer(_param_groups(model, task.head(model), recipe, lr), recipe, lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: recipe.lr_factor(step, steps_per_epoch, cfg.epochs)
     )
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
            if recipe.ema_decay else None)  # fmt: skip
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     amp_ctx = (lambda: torch.autocast(d.device.type, dtype=dtype)) if dtype else nullcontext
     net = nn.parallel.DistributedDataParallel(model) if d.world > 1 else model
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
+    val_loader = task.val_loader(val_ds, batch, d)
+    run = Run(cfg, d, recipe, task, out, model, net, train_ds, val_loader, sampler, batch, steps_per_epoch,
+              drop_last, lr, optimizer, scheduler, scaler, ema, amp_ctx, channels_last, bad)  # fmt: skip
+    _resume(run, state)
+    return run
+
+
+def _resume(run: Run, state: dict[str, Any] | None) -> None:
+    """Restore model, optimizer, schedule, scaler, EMA, RNGs and history from ``last.pt``."""
+    last = run.out / "last.pt"
+    if state is None:
+        if run.cfg.resume:
+            _log(run.d, f"--resume: no {last} yet, starting from scratch")
+        return
+    if state.get("arch") != run.arch:
+        raise TrainingError(f"{last} holds a {state.get('arch', {}).get('model')} "
+                            f"({state.get('arch', {}).get('model_args')}), but this run trains {run.cfg.model} "
+                            f"({run.model.model_args}); use the same options or another --output.")  # fmt: skip
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    if run.ema is not None:
+        run.ema.load_state_dict(state["ema"])
+    set_rng_state(state["rng"])
+    run.best = state.get("best", state.get("best_top1"))  # "best_top1": runs of earlier versions
+    run.start, run.history = state["epoch"] + 1, state["history"]
+    _log(run.d, f"resumed from {last} after epoch {state['epoch'] + 1}")
+
+
+def _train_epoch(run: Run, epoch: int) -> tuple[float, int, float]:
+    """One pass over the training data: (summed loss, images, seconds) over every process."""
+    cfg, d, model = run.cfg, run.d, run.model
+    run.net.train()
+    if run.recipe.freeze_bn:  # the backbone's; new heads learn their statistics
+        head_bn = {id(m) for h in run.task.head(model) for m in h.modules()}
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in head_bn:
+                m.eval()
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    if run.sampler is not None:
+        run.sampler.set_epoch(epoch)
+    loader = DataLoader(run.train_ds, run.batch_size, sampler=run.sampler or RandomSampler(run.train_ds, generator=gen),
+                        num_workers=cfg.workers, generator=gen, drop_last=run.drop_last,
+                        persistent_workers=False, collate_fn=run.task.collate)  # fmt: skip
+    t0, seen, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
+    bar = tqdm(total=run.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+               disable=not (sys.stderr.isatty() and d.main), leave=False)  # fmt: skip
+    for batch in loader:
+        loss, n = run.task.loss(run.net, batch, d, run.channels_last, run.amp_ctx)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"The loss became {loss.item()} at epoch {epoch + 1}, step {steps + 1}; "
+                                f"stopped, the last good checkpoint is kept in {run.out}. Lower --lr "
+                                f"(now {run.lr:g}) or use --amp none.")  # fmt: skip
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        if cfg.clip_grad:
+            run.scaler.unscale_(run.optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        if run.ema is not None:
+            run.ema.update_parameters(model)
+        steps, seen, loss_sum = steps + 1, seen + n, loss_sum + loss.item() * n
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", img_s=f"{seen * d.world / (time.perf_counter() - t0):.0f}")
+        bar.update()
+        if steps >= run.steps_per_epoch:
+            break
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    loss_sum, seen = _all_reduce([loss_sum, seen], d)
+    return loss_sum, int(seen), elapsed
+
+
+def _save(run: Run, epoch: int, scores: dict[str, float], eval_model: nn.Module) -> None:
+    """The best weights with ``model.json`` when ``scores`` beat the best so far; metrics, curves, ``last.pt``."""
+    task, first = run.task, run.task.metrics[0]
+    if scores[first] > run.best:
+        run.best = scores[first]
+        atomic_save_safetensors(eval_model.state_dict(), run.out / BEST)
+        meta = {**run.arch, "class_names": task.classes, "pretrained_cfg": run.model.pretrained_cfg,
+                "metrics": {**scores, "epoch": epoch + 1}, "data": run.cfg.data, "label_map": task.label_map,
+                "recipe": asdict(run.recipe), "skipped_images": run.bad, "batch_size": run.batch_size}  # fmt: skip
+        atomic_write_json(meta, run.out / MODEL_JSON)
+    _write_metrics(run.history, run.out / "metrics.csv")
+    _plot_curves(run.history, dict(zip(task.metrics, task.labels)), run.out / "curves.png")
+    atomic_torch_save({
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+        "ema": run.ema.state_dict() if run.ema is not None else None, "rng": rng_state(), "epoch": epoch,
+        "best": run.best, "history": run.history, "arch": run.arch, "batch_size": run.batch_size,
+    }, run.out / "last.pt")  # fmt: skip
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run ``cfg``; returns the summary (the best epoch's first metric, epochs, paths). See the module
+    docstring."""
+    run = _setup(cfg)
+    d, task = run.d, run.task
     first, second = task.metrics
-    head_bn = {id(m) for h in task.head(model) for m in h.modules()}
-
-    start, best, history = 0, -1.0, []
-    last = out / "last.pt"
-    if cfg.resume and last.is_file():
-        state = read_resume_state(last)
-        if state.get("arch") != arch:
-            raise TrainingError(f"{last} holds a {state.get('arch', {}).get('model')} "
-                                f"({state.get('arch', {}).get('model_args')}), but this run trains {cfg.model} "
-                                f"({model.model_args}); use the same options or another --output.")  # fmt: skip
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        set_rng_state(state["rng"])
-        best = state.get("best", state.get("best_top1"))  # "best_top1": runs of earlier versions
-        start, history = state["epoch"] + 1, state["history"]
-        _log(d, f"resumed from {last} after epoch {state['epoch'] + 1}")
-    elif cfg.resume:
-        _log(d, f"--resume: no {last} yet, starting from scratch")
-
-    interactive = sys.stderr.isatty()
-    for epoch in range(start, cfg.epochs):
-        net.train()
-        if recipe.freeze_bn:  # the backbone's; new heads learn their statistics
-            for m in model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in head_bn:
-                    m.eval()
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        loader = DataLoader(train_ds, cfg.batch_size, sampler=sampler or RandomSampler(train_ds, generator=gen),
-                            num_workers=cfg.workers, generator=gen, drop_last=drop_last,
-                            persistent_workers=False, collate_fn=task.collate)  # fmt: skip
-        t0, seen, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-                   disable=not (interactive and d.main), leave=False)  # fmt: skip
-        for batch in loader:
-            loss, n = task.loss(net, batch, d, channels_last, amp_ctx)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"The loss became {loss.item()} at epoch {epoch + 1}, step {steps + 1}; "
-                                    f"stopped, the last good checkpoint is kept in {out}. Lower --lr "
-                                    f"(now {lr:g}) or use --amp none.")  # fmt: skip
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.clip_grad:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            steps, seen, loss_sum = steps + 1, seen + n, loss_sum + loss.item() * n
-            rate = seen * d.world / (time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", img_s=f"{rate:.0f}")
-            bar.update()
-            if steps >= steps_per_epoch:
-                break
-        bar.close()
-        elapsed = time.perf_counter() - t0
-        loss_sum, seen = _all_reduce([loss_sum, seen], d)
-        eval_model = ema.module if ema is not None else model
-        scores = dict(zip(task.metrics, task.evaluate(eval_model, val_loader, d, channels_last, amp_ctx)))
+    for epoch in range(run.start, cfg.epochs):
+        loss_sum, seen, elapsed = _train_epoch(run, epoch)
+        eval_model = run.ema.module if run.ema is not None else run.model
+        scores = dict(zip(task.metrics, task.evaluate(eval_model, run.val_loader, d, run.channels_last, run.amp_ctx)))
         row = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(seen, 1), 6),
-               **{k: round(v, 6) for k, v in scores.items()}, "lr": optimizer.param_groups[-1]["lr"],
+               **{k: round(v, 6) for k, v in scores.items()}, "lr": run.optimizer.param_groups[-1]["lr"],
                "images_per_s": round(seen / elapsed, 1)}  # fmt: skip
-        history.append(row)
+        run.history.append(row)
         _log(d, f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f}, val {task.labels[0]} "
                 f"{scores[first]:.2%}, {task.labels[1]} {scores[second]:.2%}, "
                 f"{row['images_per_s']:.0f} images/s")  # fmt: skip
         if d.main:
-            if scores[first] > best:
-                best = scores[first]
-                atomic_save_safetensors(eval_model.state_dict(), out / BEST)
-                meta = {**arch, "class_names": task.classes, "pretrained_cfg": pcfg,
-                        "metrics": {**scores, "epoch": epoch + 1}, "data": cfg.data, "label_map": task.label_map,
-                        "recipe": asdict(recipe), "skipped_images": bad}  # fmt: skip
-                atomic_write_json(meta, out / MODEL_JSON)
-            _write_metrics(history, out / "metrics.csv")
-            _plot_curves(history, dict(zip(task.metrics, task.labels)), out / "curves.png")
-            atomic_torch_save({
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None, "rng": rng_state(), "epoch": epoch,
-                "best": best, "history": history, "arch": arch,
-            }, last)  # fmt: skip
+            _save(run, epoch, scores, eval_model)
     if d.world > 1:
         dist.barrier()
-    return {"best": best, "metric": first, "best_label": task.labels[0], "epochs": cfg.epochs, "output": str(out),
-            "history": history, "skipped": bad, "model": model, "recipe": recipe.name}  # fmt: skip
+    return {"best": run.best, "metric": first, "best_label": task.labels[0], "epochs": cfg.epochs,
+            "output": str(run.out), "history": run.history, "skipped": run.bad, "model": run.model,
+            "recipe": run.recipe.name, "batch_size": run.batch_size}  # fmt: skip

@@ -25,8 +25,10 @@ import io
 import json
 from dataclasses import asdict, dataclass
 
+from .extras import needs
 from .models.registry import build_model
 from .profile import profile
+from .weights.catalog import CATALOG, list_pretrained
 
 V1_PAPER = "MobileNetV1 paper (Howard et al. 2017), Table {}"
 V2_PAPER = "MobileNetV2 paper (Sandler et al. 2018), Table 4"
@@ -220,7 +222,29 @@ def zoo_rows() -> list[ZooRow]:
     return rows
 
 
-def render(rows: list[ZooRow] | list[TaskZooRow], fmt: str = "table") -> str:
+@dataclass(frozen=True)
+class WeightsRow:
+    """A weights catalogue entry as ``zoo --weights`` lists it."""
+
+    name: str
+    source: str
+    classes: str
+    metrics: str
+    license: str
+    default_for: str
+    url: str
+
+
+def weights_rows(filter: str = "*") -> list[WeightsRow]:
+    """The catalogue entries whose names match ``filter`` (shell wildcards)."""
+    rows = [WeightsRow(w.name, w.source, w.classes, " ".join(f"{k} {v:g}" for k, v in w.metrics.items()), w.license,
+                       w.default_for or "", w.url) for w in CATALOG if w.name in list_pretrained(filter)]  # fmt: skip
+    if not rows:
+        raise ValueError(f"No weights match {filter!r}; `mobilenets zoo --weights` lists them all.")
+    return rows
+
+
+def render(rows: list[ZooRow] | list[TaskZooRow] | list[WeightsRow], fmt: str = "table") -> str:
     """Rows as ``table`` (aligned text), ``csv``, ``json`` or ``markdown``."""
     if fmt not in ("table", "csv", "json", "markdown"):
         raise ValueError(f"Unknown format {fmt!r}; use table, csv, json or markdown.")
@@ -233,7 +257,10 @@ def render(rows: list[ZooRow] | list[TaskZooRow], fmt: str = "table") -> str:
         writer.writeheader()
         writer.writerows(dicts)
         return out.getvalue()
-    if rows and isinstance(rows[0], TaskZooRow):
+    if rows and isinstance(rows[0], WeightsRow):
+        header = [f.replace("_", " ") for f in dicts[0]]
+        body = [[str(v) for v in d.values()] for d in dicts]
+    elif rows and isinstance(rows[0], TaskZooRow):
         header = ["model", "size", "published score", "MAdds (M) published", "ours", "params (M) published", "ours",
                   "source"]  # fmt: skip
         body = [[r.model, str(r.resolution), f"{r.score:g} ({r.metric})", f"{r.macs_m:g}", f"{r.our_macs_m:.1f}",
@@ -253,7 +280,8 @@ def render(rows: list[ZooRow] | list[TaskZooRow], fmt: str = "table") -> str:
 
 def plot(rows: list[ZooRow], path: str) -> None:
     """Published top-1 against our multiply-adds per family: the papers' trade-off figure."""
-    import matplotlib
+    with needs("zoo --plot"):
+        import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

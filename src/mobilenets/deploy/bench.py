@@ -12,8 +12,10 @@ import torch
 from tqdm import tqdm
 
 from ..cpu import cpu_info
+from ..extras import needs
 from ..models.registry import build_model
 from ..models.tasks import task_of
+from ..weights.convert import TORCHVISION_FAMILIES
 from ..zoo import PUBLISHED, Published
 from .fuse import fuse
 from .runtime import (
@@ -27,7 +29,6 @@ from .runtime import (
     measure_ms,
 )
 
-TORCHVISION = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
 TORCHVISION_TASKS = ("ssdlite320_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
 DETECTION_BACKENDS = ("eager", "onnxruntime", "litert", "executorch")  # the whole detector, NMS included
 
@@ -79,7 +80,8 @@ def _dense_runners(name: str, pairs: list[tuple[str, str]], threads: int, calib:
             detect = phone_detector(lambda b, r=run: torch.from_numpy(r(b.numpy())), outputs.size, outputs.selection)
             runners[(backend, precision)] = lambda x, d=detect: d([torch.from_numpy(im) for im in x])
         else:
-            import onnxruntime as ort
+            with needs("Benchmarking ONNX Runtime"):
+                import onnxruntime as ort
 
             opts = ort.SessionOptions()
             opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
@@ -157,7 +159,7 @@ def bench(models: list[str], backends: list[str], batch_sizes: list[int], thread
             model = build_model(name).eval()
             cache: dict[str, bytes] = {}
             runners = {(b, p): build_runner(model, b, threads, cache, calib, img_size, p) for b, p in pairs}
-        if name in TORCHVISION:
+        if name in TORCHVISION_FAMILIES:
             import torchvision
 
             ref = getattr(torchvision.models, name)().eval()
@@ -188,7 +190,8 @@ def render_rows(rows: list[Any]) -> str:
 
 def plot_latency(rows: list[BenchRow], path: str) -> None:
     """Latency (batch 1) against published top-1: the papers' trade-off, on this device."""
-    import matplotlib
+    with needs("bench --plot"):
+        import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

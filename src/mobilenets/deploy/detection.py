@@ -22,6 +22,7 @@ from torchvision.models.detection._utils import _topk_min
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import batched_nms
 
+from ..extras import needs
 from .export import OPSET, ExportError, _add_metadata, carry_description
 
 SELECTION = ("score_thresh", "nms_thresh", "topk_candidates", "detections_per_img")
@@ -202,7 +203,8 @@ class WholeDetector(nn.Module):
 def detection_onnx(model: nn.Module, meta: dict[str, Any]) -> tuple[bytes, float]:
     """The detector as one ONNX graph (:class:`WholeDetector`: resizing, decoding and NMS), checked in ONNX
     Runtime on two image sizes against the detector itself."""
-    import onnxruntime as ort
+    with needs("Checking a detector's ONNX file"):
+        import onnxruntime as ort
 
     images = check_images(detector_size(model))
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():

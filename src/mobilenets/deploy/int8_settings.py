@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..cpu import cpu_info
+from ..extras import needs
 from .export import ExportError
 
 
@@ -50,7 +51,8 @@ def nncf_options(stem: list[str], subset_size: int, bits: int) -> dict[str, Any]
     fp32. Quiets NNCF's logging to errors."""
     import logging
 
-    import nncf
+    with needs("int8 ONNX export"):
+        import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     nncf.set_log_level(logging.ERROR)
@@ -73,7 +75,8 @@ def shrink_weights(model: Any, keep: set[str]) -> None:
     layers, kept in fp32 for accuracy) are stored as fp16 and cast back: compute stays fp32, the runtimes
     fold the cast when loading. (Stored as int8 with a DequantizeLinear, OpenVINO dequantized them on
     every call: V3-Small ran 1.3x slower.) Convolutions named in ``keep`` keep their fp32 weights."""
-    import onnx
+    with needs("int8 ONNX export"):
+        import onnx
     from onnx import helper, numpy_helper
 
     weights = {t.name: t for t in model.graph.initializer}

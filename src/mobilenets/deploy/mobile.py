@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
 import io
 import json
 import os
@@ -36,21 +35,18 @@ import torch
 from torch import nn
 
 from ..checkpoint import atomic_write_bytes
+from ..extras import check, needs
 from ..models.blocks import explicit_attention
-from .export import ExportError, model_metadata
+from .export import ExportError, check_parity, model_metadata
 from .fuse import fuse
 
 MOBILE_FORMATS = ("tflite", "pte", "coreml")
-PACKAGES = {"tflite": ("litert_torch", "ai_edge_litert"), "pte": ("executorch",), "coreml": ("coremltools",)}
 SUFFIXES = {"tflite": ".tflite", "pte": ".pte", "coreml": ".mlpackage"}
-RTOL = 1e-4
 
 
 def check_installed(fmt: str) -> None:
     """One sentence naming the extra when a format's converter or runtime is missing."""
-    missing = [p for p in PACKAGES[fmt] if importlib.util.find_spec(p) is None]
-    if missing:
-        raise ExportError(f"--format {fmt} needs {', '.join(missing)}: pip install 'mobilenets[mobile]'.")
+    check("mobile", f"--format {fmt}")
 
 
 class NHWCInput(nn.Module):
@@ -87,7 +83,8 @@ def _quiet():
 
 def _pt2e(model: nn.Module, x: torch.Tensor, quantizer: Any, calib: torch.Tensor, fold: bool = True) -> nn.Module:
     """The PT2E int8 model: prepared, calibrated one image at a time (the exported batch size), converted."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    with needs("int8 for the phone formats"):
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     prepared = prepare_pt2e(torch.export.export(model, (x,)).module(), quantizer)
     with torch.no_grad():
@@ -117,7 +114,8 @@ def _relu6_as_clamp(model: nn.Module) -> nn.Module:
 
 
 def _tflite_bytes(model: nn.Module, x: torch.Tensor, calib: torch.Tensor | None) -> bytes:
-    import litert_torch
+    with needs("Export to LiteRT (.tflite)"):
+        import litert_torch
 
     options = {}
     if calib is not None:
@@ -133,8 +131,9 @@ def _tflite_bytes(model: nn.Module, x: torch.Tensor, calib: torch.Tensor | None)
 
 
 def _pte_bytes(model: nn.Module, x: torch.Tensor, calib: torch.Tensor | None) -> bytes:
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    with needs("Export to ExecuTorch (.pte)"):
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
 
     if calib is not None:
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -149,7 +148,8 @@ def _pte_bytes(model: nn.Module, x: torch.Tensor, calib: torch.Tensor | None) ->
 
 
 def _coreml_model(model: nn.Module, x: torch.Tensor, int8: bool, meta: dict[str, Any]) -> Any:
-    import coremltools as ct
+    with needs("Export to Core ML"):
+        import coremltools as ct
 
     program = torch.export.export(model, (x,)).run_decompositions({})
     ml = ct.convert(
@@ -222,7 +222,8 @@ def _as_file(data: bytes | str, suffix: str) -> Iterator[str]:
 
 def litert_io(data: bytes | str, threads: int = 2) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """LiteRT's interpreter over a ``.tflite`` (bytes or path), with its input and output details."""
-    from ai_edge_litert.interpreter import Interpreter
+    with needs("Running a .tflite file"):
+        from ai_edge_litert.interpreter import Interpreter
 
     with _quiet(), _as_file(data, ".tflite") as path:
         interpreter = Interpreter(model_path=path, num_threads=threads)
@@ -272,8 +273,9 @@ def executorch_runner(data: bytes | str, threads: int = 2) -> Callable[[np.ndarr
     replaces the process's thread pool under every program already loaded: it is made only when the
     count changes (in practice once per process), never between loads at the same count."""
     with _quiet():
-        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-        from executorch.runtime import Runtime
+        with needs("Running a .pte file"):
+            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+            from executorch.runtime import Runtime
 
         if _EXECUTORCH_THREADS[-1:] != [threads]:
             _unsafe_reset_threadpool(threads)
@@ -313,11 +315,7 @@ def _check_runtime(fmt: str, data: bytes, reference: nn.Module, x: torch.Tensor,
     with torch.inference_mode():
         ref = reference(batch).numpy()
     got = run(batch.numpy())
-    rel = float(np.abs(got - ref).max() / (np.abs(ref).max() + 1e-12))
-    if not np.isfinite(got).all() or (not int8 and rel > RTOL):
-        raise ExportError(f"{runtime}'s outputs differ from PyTorch's by {rel:.1e} of their scale "
-                          f"(> {RTOL}); nothing was written.")  # fmt: skip
-    return {"runtime_check": runtime, "max_rel_diff": rel}
+    return {"runtime_check": runtime, "max_rel_diff": check_parity(runtime, got, ref, int8)}
 
 
 def export_mobile(
@@ -400,7 +398,8 @@ def coreml_runner(path: str | os.PathLike) -> Callable[[np.ndarray], np.ndarray]
         raise ExportError(f"{Path(path).name} is a Core ML model: its predictions need macOS (coremltools "
                           "cannot run it on Linux); evaluate the .tflite or .pte export here instead.")  # fmt: skip
     check_installed("coreml")
-    import coremltools as ct
+    with needs("Running a Core ML model"):
+        import coremltools as ct
 
     ml = ct.models.MLModel(str(path))
     name = output_name(json.loads(ml.user_defined_metadata["mobilenets"]))

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data import ImageDataset, build_transforms, load_train_data
+from ..extras import needs
 from .export import ExportError
 from .fuse import fuse
 from .int8_settings import nncf_options, shrink_weights, stem_nodes
@@ -44,7 +45,8 @@ def qat_finetune(
     (a folder with ``train/`` class subfolders, ``digits`` or ``cifar10``/``cifar100``, as ``mobilenets
     train --data`` takes) after range initialisation on ``calib`` (N x 3 x H x W). Returns it in eval mode;
     export it with :func:`qat_onnx`."""
-    import nncf
+    with needs("Quantization-aware fine-tuning"):
+        import nncf
 
     # NNCF compiles its CPU fake-quantize kernels on first use (about a minute on 2 cores; it falls back
     # to plain PyTorch without a compiler): wait for it rather than fail after NNCF's default 60 s.
@@ -79,8 +81,9 @@ def qat_finetune(
 
 def qat_onnx(quantized: nn.Module, x: torch.Tensor) -> bytes:
     """The QDQ ONNX model of a :func:`qat_finetune` result, weights stored compactly."""
-    import nncf
-    import onnx
+    with needs("Quantization-aware fine-tuning"):
+        import nncf
+        import onnx
 
     from .export import _onnx_bytes
 
@@ -92,7 +95,8 @@ def qat_onnx(quantized: nn.Module, x: torch.Tensor) -> bytes:
 
 def qat_check(onnx_bytes: bytes, quantized: nn.Module, x: torch.Tensor) -> float:
     """Relative max |diff| between ONNX Runtime and the fake-quantized model on ``x``."""
-    import onnxruntime as ort
+    with needs("Quantization-aware fine-tuning"):
+        import onnxruntime as ort
 
     got = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
     with torch.no_grad():

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import atomic_write_bytes
+from ..extras import check, needs
 from ..preprocess import BadImageError, list_images, preprocess
 from .export import ExportError
 from .int8_settings import int8_metadata, nncf_options, shrink_weights, stem_nodes, weight_bits
@@ -61,8 +62,9 @@ def calibration_batch(calib: torch.Tensor | str | os.PathLike, cfg: dict[str, An
 def quantize_onnx(fp32: bytes, calib: torch.Tensor, bits: int | str = "auto") -> bytes:
     """int8 QDQ ONNX model from an fp32 export and calibration inputs, with ``bits``-bit weights
     (:func:`weight_bits`); the metadata kept, its settings added."""
-    import nncf
-    import onnx
+    with needs("int8 ONNX export"):
+        import nncf
+        import onnx
 
     from .export import _add_metadata, read_metadata
 
@@ -93,6 +95,7 @@ def export_int8(
     bits, 7 or 8 (default: what this CPU runs exactly; see :func:`weight_bits`)."""
     from .export import _add_metadata, _check_exportable, _onnx_bytes, check_onnx, exportable, model_metadata
 
+    check("int8", "int8 ONNX export")
     model = exportable(model, "onnx", int8=True)
     path, size = _check_exportable(model, path, img_size)
     bits = weight_bits(bits)

@@ -14,7 +14,6 @@ its precision hint is always set and read back from the compiled model.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import statistics
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from ..cpu import PRECISIONS, cpu_info
+from ..extras import EXTRA_OF, has, needs
 from .export import ExportError, _add_metadata, _onnx_bytes, model_metadata
 from .fuse import fuse
 
@@ -55,17 +55,12 @@ RUNTIME_PACKAGES = {"onnxruntime": ("onnxruntime",), "openvino": ("openvino",),
 
 def install_hint(backends: list[str]) -> str:
     """What to pip install for missing backends."""
-    extras = {
-        "litert": "'mobilenets[mobile]'",
-        "executorch": "'mobilenets[mobile]'",
-        "openvino": "'mobilenets[openvino]'",
-    }
-    return "pip install " + " ".join(dict.fromkeys(extras.get(b, b) for b in backends))
+    extras = dict.fromkeys(EXTRA_OF[p] for b in backends for p in RUNTIME_PACKAGES.get(b, ()))
+    return "pip install " + " ".join(f"'mobilenets[{e}]'" for e in extras)
 
 
 def available(backend: str) -> bool:
-    packages = RUNTIME_PACKAGES.get(backend, ())
-    return backend in BACKENDS and all(importlib.util.find_spec(p) is not None for p in packages)
+    return backend in BACKENDS and all(has(p) for p in RUNTIME_PACKAGES.get(backend, ()))
 
 
 def check_precision(precision: str, backend: str | None = None) -> None:
@@ -91,7 +86,8 @@ def _torch_runner(model: nn.Module, channels_last: bool, dtype: torch.dtype = to
 
 
 def _ort_runner(onnx: bytes, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    import onnxruntime as ort
+    with needs("The onnxruntime backend"):
+        import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -104,7 +100,8 @@ def _ort_runner(onnx: bytes, threads: int) -> Callable[[np.ndarray], np.ndarray]
 def _openvino_runner(onnx: bytes, threads: int, precision: str = "fp32") -> Callable[[np.ndarray], np.ndarray]:
     """OpenVINO on the CPU with its inference precision set for ``precision`` and checked on the compiled
     model (:class:`PrecisionError` if OpenVINO chose another)."""
-    import openvino as ov
+    with needs("The openvino backend"):
+        import openvino as ov
 
     core = ov.Core()
     # Unpinned threads: pinned ones ran 1.2-1.6x slower on this project's shared 2-core machines.

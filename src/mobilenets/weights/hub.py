@@ -5,6 +5,7 @@ Files are never unpickled with code execution: safetensors, or ``torch.load(weig
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -13,43 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+from .catalog import BY_NAME, UnknownWeights, Weights, release
 from .convert import convert_for
-
-# torchvision's recommended ImageNet weights per model (the weight enum gives URL and transforms).
-TORCHVISION_WEIGHTS = {
-    "mobilenet_v2": ("MobileNet_V2_Weights", "IMAGENET1K_V2"),
-    "mobilenet_v3_large": ("MobileNet_V3_Large_Weights", "IMAGENET1K_V2"),
-    "mobilenet_v3_small": ("MobileNet_V3_Small_Weights", "IMAGENET1K_V1"),
-}
-# torchvision's COCO weights of its two MobileNet detection and segmentation models.
-TORCHVISION_TASK_WEIGHTS = {
-    "ssdlite320_mobilenet_v3_large": "SSDLite320_MobileNet_V3_Large_Weights.COCO_V1",
-    "lraspp_mobilenet_v3_large": "LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1",
-}
-# timm's default ImageNet weights on the Hugging Face hub, per (model, width).
-TIMM_WEIGHTS = {
-    ("mobilenet_v1", 1.0): "mobilenetv1_100.ra4_e3600_r224_in1k",
-    ("mobilenet_v2", 0.5): "mobilenetv2_050.lamb_in1k",
-    ("mobilenet_v2", 1.0): "mobilenetv2_100.ra_in1k",
-    ("mobilenet_v2", 1.4): "mobilenetv2_140.ra_in1k",
-    ("mobilenet_v3_large", 1.0): "mobilenetv3_large_100.ra_in1k",
-    ("mobilenet_v3_small", 0.5): "mobilenetv3_small_050.lamb_in1k",
-    ("mobilenet_v3_small", 0.75): "mobilenetv3_small_075.lamb_in1k",
-    ("mobilenet_v3_small", 1.0): "mobilenetv3_small_100.lamb_in1k",
-    ("mobilenet_v4_conv_small", 1.0): "mobilenetv4_conv_small.e2400_r224_in1k",
-    ("mobilenet_v4_conv_medium", 1.0): "mobilenetv4_conv_medium.e500_r256_in1k",
-    ("mobilenet_v4_conv_large", 1.0): "mobilenetv4_conv_large.e600_r384_in1k",
-    ("mobilenet_v4_hybrid_medium", 1.0): "mobilenetv4_hybrid_medium.ix_e550_r256_in1k",
-    ("mobilenet_v4_hybrid_large", 1.0): "mobilenetv4_hybrid_large.ix_e600_r384_in1k",
-}
-# timm's evaluation input size and crop for tags not at 224 px / 0.875 (its pretrained_cfg).
-TIMM_EVAL = {
-    "mobilenetv4_conv_medium.e500_r256_in1k": (256, 0.95),
-    "mobilenetv4_conv_large.e600_r384_in1k": (384, 0.95),
-    "mobilenetv4_hybrid_medium.ix_e550_r256_in1k": (256, 0.95),
-    "mobilenetv4_hybrid_large.ix_e600_r384_in1k": (384, 0.95),
-}
 
 
 class WeightsError(ValueError):
@@ -120,62 +86,43 @@ def detect_source(state_dict: dict[str, torch.Tensor]) -> str:
     )
 
 
-def _torchvision_release(name: str) -> tuple[Path, dict[str, Any]]:
-    import torchvision.models as tvm
-
-    if name in TORCHVISION_TASK_WEIGHTS:
-        weights = tvm.get_weight(TORCHVISION_TASK_WEIGHTS[name])
-        cfg = dict(source=f"torchvision {TORCHVISION_TASK_WEIGHTS[name]}", url=weights.url,
-                   categories=list(weights.meta["categories"]))  # fmt: skip
-        return fetch(weights.url), cfg
-    if name not in TORCHVISION_WEIGHTS:
-        raise WeightsError(f"torchvision publishes no {name} weights; it has {', '.join(TORCHVISION_WEIGHTS)}.")
-    enum, tag = TORCHVISION_WEIGHTS[name]
-    weights = getattr(getattr(tvm, enum), tag)
-    tf = weights.transforms()
-    crop, resize = tf.crop_size[0], tf.resize_size[0]
-    cfg = dict(
-        input_size=(3, crop, crop),
-        crop_pct=crop / resize,
-        interpolation="bilinear",
-        mean=tuple(tf.mean),
-        std=tuple(tf.std),
-        source=f"torchvision {enum}.{tag}",
-        url=weights.url,
-    )
-    return fetch(weights.url), cfg
+def fetch_weights(weights: Weights) -> Path:
+    """The cached file of a catalogue entry (downloaded into the torch.hub cache if missing), checked against
+    the entry's sha256 where the catalogue has one."""
+    path = fetch(weights.url, weights.cache_name)
+    if weights.sha256 and hashlib.sha256(path.read_bytes()).hexdigest() != weights.sha256:
+        raise WeightsError(f"{path} is not the published {weights.name} file (its sha256 differs); "
+                           "delete it and download it again.")  # fmt: skip
+    return path
 
 
-def _timm_release(name: str, width_mult: float) -> tuple[Path, dict[str, Any]]:
-    tag = TIMM_WEIGHTS.get((name, width_mult))
-    if tag is None:
-        have = ", ".join(f"{n} width_mult={w}" for n, w in TIMM_WEIGHTS)
-        raise WeightsError(f"timm publishes no weights for {name} width_mult={width_mult}; it has {have}.")
-    url = f"https://huggingface.co/timm/{tag}/resolve/main/model.safetensors"
-    size, crop = TIMM_EVAL.get(tag, (224, 0.875))
-    cfg = dict(
-        input_size=(3, size, size),
-        crop_pct=crop,
-        interpolation="bicubic",
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        source=f"timm {tag}",
-        url=url,
-    )
-    return fetch(url, f"{tag}.safetensors"), cfg
+def resolve(model: nn.Module, pretrained: str | os.PathLike) -> Weights | None:
+    """The catalogue entry ``pretrained`` names for ``model`` ("torchvision", "timm" or a ``model.tag``
+    name); ``None`` for a file path."""
+    name, width = model.model_name, float(model.model_args.get("width_mult", 1.0))
+    try:
+        if pretrained in ("torchvision", "timm"):
+            return release(name, str(pretrained), width)
+        if isinstance(pretrained, str) and pretrained in BY_NAME:
+            weights = BY_NAME[pretrained]
+            if weights.model != name:
+                raise UnknownWeights(f"{pretrained} are weights for {weights.model}, not {name}.")
+            return weights
+    except UnknownWeights as exc:
+        raise WeightsError(str(exc)) from None
+    return None
 
 
 def load_pretrained(model: nn.Module, pretrained: str | os.PathLike) -> nn.Module:
-    """Load ``pretrained`` (``"torchvision"``, ``"timm"`` or a weights file) into ``model`` in place,
+    """Load ``pretrained`` (``"torchvision"``, ``"timm"``, a catalogue name or a weights file) into ``model`` in place,
     and record the weights' preprocessing in ``model.pretrained_cfg``."""
-    name, args = model.model_name, model.model_args
     cfg: dict[str, Any] = dict(model.pretrained_cfg)
-    if pretrained == "torchvision":
-        path, cfg = _torchvision_release(name)
-        source = "torchvision"
-    elif pretrained == "timm":
-        path, cfg = _timm_release(name, float(args.get("width_mult", 1.0)))
-        source = "timm"
+    weights = resolve(model, pretrained)
+    if weights is not None:
+        if weights.source == "google":
+            raise WeightsError(f"{weights.name} is a TFLite file: create_model({weights.name!r}, pretrained=True) "
+                               "loads it.")  # fmt: skip
+        path, source, cfg = fetch_weights(weights), weights.source, weights.pretrained_cfg(cfg)
     else:
         path, source = Path(pretrained), None
         if path.suffix == ".tflite":

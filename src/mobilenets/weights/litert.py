@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from ..extras import needs
+
 
 def litert_logits(path: str | os.PathLike, images: np.ndarray) -> np.ndarray:
     """Float outputs (dequantized, background class included) of LiteRT for uint8 NHWC ``images``.
@@ -13,7 +15,8 @@ def litert_logits(path: str | os.PathLike, images: np.ndarray) -> np.ndarray:
     Float models get TF-slim's ``(x - 127.5) / 127.5``; quantized models take the uint8 pixels.
     Requires ``ai-edge-litert`` (a dev dependency).
     """
-    from ai_edge_litert.interpreter import Interpreter
+    with needs("Running Google's .tflite file in LiteRT"):
+        from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_path=str(path), num_threads=2)
     interp.allocate_tensors()
