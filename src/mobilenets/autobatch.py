@@ -97,10 +97,10 @@ def choose(step: Callable[[int], None], requested: int | str, n_train: int, proc
         return int(requested), f"batch size {requested}"
     budget = avail * BUDGET_FRACTION / processes
     cap = max(1, min(MAX_AUTO_BATCH, n_train))
-    fixed, per_image = fit(step, budget, cap if requested == "auto" else int(requested))
+    fixed, per_image = fit(step, budget, cap if requested == "auto" else min(int(requested), n_train))
     gib = 1 << 30
     if requested != "auto":
-        need = fixed + per_image * int(requested)
+        need = fixed + per_image * min(int(requested), n_train)  # a batch past the data is the whole data
         if need > budget:
             best = largest_fitting(fixed, per_image, budget, 1 << 20)
             raise ValueError(f"--batch-size {requested} needs about {need / gib:.1f} GiB per step, more than the "

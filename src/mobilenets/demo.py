@@ -62,7 +62,7 @@ def _deploy_rows(model: torch.nn.Module, out: Path, x: torch.Tensor) -> list[dic
     from .data import build_transforms, load_train_data
     from .deploy import export, fuse
     from .deploy.quantize import export_int8
-    from .deploy.runtime import _openvino_runner, _ort_runner, available
+    from .deploy.runtime import _ort_runner
     from .evaluate import evaluate
     from .inference import load_classifier, torch_classifier
 
@@ -86,10 +86,9 @@ def _deploy_rows(model: torch.nn.Module, out: Path, x: torch.Tensor) -> list[dic
         clf = load_classifier(str(path))
         acc = evaluate(clf, "digits", workers=0)["top1"]
         onnx = path.read_bytes()
-        runs = [_ort_runner(onnx, 2)]
-        if "int8" in stage and available("openvino"):  # the faster of the two runtimes, as deploy picks
-            runs.append(_openvino_runner(onnx, 2, "int8"))
-        latency = min(_latency_ms(r, x.numpy()) for r in runs)
+        # ONNX Runtime only: OpenVINO's int8 inference crashed (SIGSEGV) in this process after NNCF on an
+        # Intel Xeon with AMX (2026-12-03; alone it runs); `mobilenets bench` compares the runtimes.
+        latency = _latency_ms(_ort_runner(onnx, 2), x.numpy())
         rows.append(dict(stage=stage, top1=acc, params=prof.params_no_bn, macs=prof.macs,
                          size_kb=path.stat().st_size / 1024, latency_ms=latency))  # fmt: skip
     return rows

@@ -338,7 +338,7 @@ def _batch_size(cfg: TrainConfig, run_state: dict[str, Any] | None, step: Any, n
 
 
 def _setup(cfg: TrainConfig) -> Run:
-    """Data first (nothing is written for a run that cannot start), then the output, model, batch size,
+    """Data, model and batch size first (nothing is written for a run that cannot start), then the output,
     loaders, optimizer, schedule, EMA and AMP."""
     cfg.validate()
     d = setup_distributed()
@@ -348,8 +348,6 @@ def _setup(cfg: TrainConfig) -> Run:
     task = train_task(cfg, recipe)
     task.load()
     bad = _report_bad(task.bad, cfg, d)
-    if d.main:
-        _prepare_output(out)
     model = task.build()
     channels_last = True if cfg.channels_last is None else cfg.channels_last
     model.to(d.device)
@@ -360,6 +358,8 @@ def _setup(cfg: TrainConfig) -> Run:
     train_ds, val_ds = task.datasets(model.pretrained_cfg)
     state = read_resume_state(out / "last.pt") if cfg.resume and (out / "last.pt").is_file() else None
     batch = _batch_size(cfg, state, _trial_step(task, model, train_ds, recipe, channels_last), len(train_ds), d)
+    if d.main:
+        _prepare_output(out)
     sampler = DistributedSampler(train_ds, d.world, d.rank, shuffle=True, seed=cfg.seed) if d.world > 1 else None
     per_rank = math.ceil(len(train_ds) / d.world)
     drop_last = per_rank > batch  # no ragged last batch (BN), unless the data is one batch
