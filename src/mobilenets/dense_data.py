@@ -34,6 +34,7 @@ from torchvision.transforms import v2
 
 from .data import _check_images
 from .preprocess import DataError, list_images, load_rgb
+from .weights.catalog import task_classes
 
 TRAIN_SPLITS = ("train", "train2017")
 VAL_SPLITS = ("val", "val2017", "valid", "test", "test2017")
@@ -62,15 +63,11 @@ class DenseData:
 
 
 def voc_classes() -> list[str]:
-    from torchvision.models.segmentation import LRASPP_MobileNet_V3_Large_Weights as W
-
-    return list(W.COCO_WITH_VOC_LABELS_V1.meta["categories"])
+    return task_classes("coco-voc-21")
 
 
 def coco_classes() -> list[str]:
-    from torchvision.models.detection import SSDLite320_MobileNet_V3_Large_Weights as W
-
-    return list(W.COCO_V1.meta["categories"])
+    return task_classes("coco-91")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

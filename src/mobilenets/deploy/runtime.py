@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..cpu import PRECISIONS, cpu_info
-from ..extras import EXTRA_OF, has, needs
+from ..extras import EXTRA_OF, check, has, needs
 from .export import ExportError, _add_metadata, _onnx_bytes, model_metadata
 from .fuse import fuse
 
@@ -177,6 +177,7 @@ def build_runner(model: nn.Module, backend: str, threads: int, onnx: dict[str, b
         batch = calibration_batch(calib, calib_cfg) if precision == "int8" else None
         fmt = BACKEND_FORMATS[backend]
         return phone_runner(phone_bytes(fuse(model), fmt, x, batch), fmt, threads)
+    check("onnx", f"The {backend} backend")
     if "fp32" not in onnx:
         onnx["fp32"] = _add_metadata(_onnx_bytes(model.eval(), x), model_metadata(model))
     if precision == "int8" and "int8" not in onnx:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,19 @@ TFLITE_SUPPORT = "https://github.com/tensorflow/tflite-support/raw/dd3362ea685bb
 CORAL = "https://github.com/google-coral/test_data/raw/104342d2d3480b3e66203073dac24f4e2dbb4c41/"
 ATU = "https://github.com/weilly0912/ATU_Model_Zoo/raw/16742989779cd175d708afd02c3c748a86494027/"
 GOOGLE_CARD = "TF-slim / TFLite hosted models tables"
+
+
+# The class lists of the COCO task weights, as torchvision's weights metadata names them (index = label).
+TASK_CLASSES = {
+    "coco-91": ("torchvision.models.detection", "SSDLite320_MobileNet_V3_Large_Weights", "COCO_V1"),
+    "coco-voc-21": ("torchvision.models.segmentation", "LRASPP_MobileNet_V3_Large_Weights", "COCO_WITH_VOC_LABELS_V1"),
+}
+
+
+def task_classes(classes: str) -> list[str]:
+    """The class names of ``coco-91`` (background first, "N/A" for COCO's unused ids) or ``coco-voc-21``."""
+    module, enum, member = TASK_CLASSES[classes]
+    return list(getattr(getattr(importlib.import_module(module), enum), member).meta["categories"])
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,8 @@ class Weights:
             t = self.transforms
             cfg.update(input_size=(3, t.size, t.size), crop_pct=t.crop_pct, interpolation=t.interpolation,
                        mean=t.mean, std=t.std)  # fmt: skip
+        if self.classes in TASK_CLASSES:
+            cfg["categories"] = task_classes(self.classes)
         return {**cfg, "source": f"{self.source} {self.name}", "url": self.url, "weights": self.name}
 
 
