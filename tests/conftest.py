@@ -34,6 +34,20 @@ def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
+def he_random(model: torch.nn.Module, seed: int = 0, conv_bias: bool = True) -> torch.nn.Module:
+    """He fan-in convolution weights (a depthwise kernel's fan-in is k*k), small random conv biases
+    (``conv_bias=False`` keeps them) and random BN statistics: the output moves with the input, so that
+    parity checks carry a signal (the default init's fan-out scale leaves logits nearly constant)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2 / m.weight[0].numel()) ** 0.5)
+                if m.bias is not None and conv_bias:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    return randomize_bn(model, seed)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import randomize_bn, shared_path
+from conftest import he_random, shared_path
 from mobilenets import create_model
 from mobilenets.cli import main
 from mobilenets.dense_data import coco_classes, load_detection_data, load_segmentation_data, read_coco_json
@@ -67,12 +67,7 @@ def _mask_folder(root: Path, n_train: int = 12, n_val: int = 6) -> Path:
 
 def _random_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """He-initialised convolutions and random BN statistics: distinct scores, no ties for NMS to break."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(m.weight, generator=g)
-    return randomize_bn(model, seed).eval()
+    return he_random(model, seed, conv_bias=False).eval()
 
 
 def _photos(n: int) -> list[torch.Tensor]:

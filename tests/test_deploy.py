@@ -12,7 +12,7 @@ import torch
 from onnx import numpy_helper
 from PIL import Image
 
-from conftest import randomize_bn, shared_path
+from conftest import he_random, randomize_bn, shared_path
 from mobilenets import create_model, deploy, export, fuse
 from mobilenets.cli import main
 from mobilenets.cpu import CpuInfo, cpu_info
@@ -56,6 +56,20 @@ def test_fuse_is_exact(name):
         assert (fused(x) - ref).abs().max() <= 1e-5
         cl = fused.to(memory_format=torch.channels_last)
         assert (cl(x.contiguous(memory_format=torch.channels_last)) - ref).abs().max() <= 1e-5
+
+
+def test_onnx_check_is_relative_to_the_logits_scale(tmp_path):
+    """A model with large logits (as a trained one has) is exported: the check bounds ONNX Runtime's error
+    by 1e-4 of the logits' scale, not by an absolute 1e-4 (which refused such models)."""
+    model = he_random(create_model("mobilenet_v3_large", num_classes=10)).eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(100)
+    x = torch.stack([torch.rand(3, 64, 64), torch.randn(3, 64, 64) * 2])
+    with torch.inference_mode():
+        logits = model(x)
+    assert logits.abs().max() > 100 and (logits[0] - logits[1]).abs().max() > 0.1 * logits.abs().max()
+    report = export(model, tmp_path / "big.onnx", "onnx", img_size=64)
+    assert 0 < report["max_rel_diff"] <= 1e-4
 
 
 def test_onnx_export_native_ops_dynamic_batch_metadata(v3, tmp_path):

@@ -8,7 +8,7 @@ import torchvision
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from conftest import SHARED, randomize_bn
+from conftest import SHARED, he_random, randomize_bn
 from mobilenets import convert_state_dict, create_model, list_models, profile
 
 
@@ -26,15 +26,7 @@ def _photos(n: int = 2, size: tuple[int, int] | None = None) -> list[torch.Tenso
 
 def _random_torchvision(model: torch.nn.Module) -> torch.nn.Module:
     """Random BN statistics and convolution weights at a scale where every layer matters."""
-    g = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2 / fan_in) ** 0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    return randomize_bn(model)
+    return he_random(model, seed=2)
 
 
 def _same_weights(name: str, builder) -> tuple[torch.nn.Module, torch.nn.Module]:

@@ -10,8 +10,8 @@ from .models.registry import build_model
 from .models.tasks import build_task_model, list_models, task_of
 from .profile import Profile, profile
 from .weights import convert_state_dict, load_pretrained
-from .weights.catalog import BY_NAME, get_weights, list_pretrained
-from .weights.hub import fetch_weights
+from .weights.catalog import get_weights, list_pretrained
+from .weights.hub import fetch_weights, resolve
 from .weights.tflite import load_tflite
 
 __version__ = "0.1.0"
@@ -39,15 +39,16 @@ def create_model(name: str, *, pretrained: bool | str | None = None, **kwargs) -
     if pretrained is True:
         raise ValueError(f"pretrained=True needs a weights name such as {list_pretrained(name + '.*')[:1] or '...'}"
                          f"; or pass pretrained='torchvision', 'timm' or a file.")  # fmt: skip
-    if pretrained in BY_NAME and BY_NAME[pretrained].source == "google":
-        return load_tflite(fetch_weights(BY_NAME[pretrained]), model_name=name, **kwargs)
     if task_of(name) != "classification":  # backbone weights: pretrained_backbone=
         model = build_task_model(name, **kwargs)
         return load_pretrained(model, pretrained) if pretrained is not None else model
+    weights = resolve(name, pretrained, float(kwargs.get("width_mult", 1.0))) if pretrained is not None else None
+    if weights is not None:  # what the weights need (timm's BN eps 1e-5, a width), unless given
+        kwargs = {**weights.model_args, **kwargs}
+        if weights.source == "google":
+            return load_tflite(fetch_weights(weights), model_name=name, **kwargs)
     if pretrained is not None and str(pretrained).endswith(".tflite"):
         return load_tflite(pretrained, model_name=name, **kwargs)
-    if pretrained == "timm" or (pretrained in BY_NAME and BY_NAME[pretrained].source == "timm"):
-        kwargs.setdefault("bn_eps", 1e-5)
     model = build_model(name, **kwargs)
     if pretrained is not None:
         load_pretrained(model, pretrained)

@@ -33,9 +33,9 @@ class MissingExtra(ImportError):
     """An optional package is not installed; the message names the extra that installs it."""
 
 
-def install_command(extra: str) -> str:
-    """``pip install 'mobilenets[extra]'``."""
-    return f"pip install 'mobilenets[{extra}]'"
+def install_command(*extras: str) -> str:
+    """``pip install 'mobilenets[extra]'`` (several extras: ``'mobilenets[a,b]'``)."""
+    return f"pip install 'mobilenets[{','.join(dict.fromkeys(extras))}]'"
 
 
 def has(module: str) -> bool:

@@ -376,8 +376,10 @@ def _setup(cfg: TrainConfig) -> Run:
     net = nn.parallel.DistributedDataParallel(model) if d.world > 1 else model
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
     val_loader = task.val_loader(val_ds, batch, d)
-    run = Run(cfg, d, recipe, task, out, model, net, train_ds, val_loader, sampler, batch, steps_per_epoch,
-              drop_last, lr, optimizer, scheduler, scaler, ema, amp_ctx, channels_last, bad)  # fmt: skip
+    run = Run(cfg=cfg, d=d, recipe=recipe, task=task, out=out, model=model, net=net, train_ds=train_ds,
+              val_loader=val_loader, sampler=sampler, batch_size=batch, steps_per_epoch=steps_per_epoch,
+              drop_last=drop_last, lr=lr, optimizer=optimizer, scheduler=scheduler, scaler=scaler, ema=ema,
+              amp_ctx=amp_ctx, channels_last=channels_last, bad=bad)  # fmt: skip
     _resume(run, state)
     return run
 

@@ -21,6 +21,7 @@ carry a ``gap`` note instead of being held to the published rounding.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import io
 import json
 from dataclasses import asdict, dataclass
@@ -28,7 +29,7 @@ from dataclasses import asdict, dataclass
 from .extras import needs
 from .models.registry import build_model
 from .profile import profile
-from .weights.catalog import CATALOG, list_pretrained
+from .weights.catalog import CATALOG
 
 V1_PAPER = "MobileNetV1 paper (Howard et al. 2017), Table {}"
 V2_PAPER = "MobileNetV2 paper (Sandler et al. 2018), Table 4"
@@ -238,7 +239,7 @@ class WeightsRow:
 def weights_rows(filter: str = "*") -> list[WeightsRow]:
     """The catalogue entries whose names match ``filter`` (shell wildcards)."""
     rows = [WeightsRow(w.name, w.source, w.classes, " ".join(f"{k} {v:g}" for k, v in w.metrics.items()), w.license,
-                       w.default_for or "", w.url) for w in CATALOG if w.name in list_pretrained(filter)]  # fmt: skip
+                       w.default_for or "", w.url) for w in CATALOG if fnmatch.fnmatch(w.name, filter)]  # fmt: skip
     if not rows:
         raise ValueError(f"No weights match {filter!r}; `mobilenets zoo --weights` lists them all.")
     return rows

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..cpu import PRECISIONS, cpu_info
-from ..extras import EXTRA_OF, check, has, needs
+from ..extras import EXTRA_OF, check, has, install_command, needs
 from .export import ExportError, _add_metadata, _onnx_bytes, model_metadata
 from .fuse import fuse
 
@@ -55,8 +55,7 @@ RUNTIME_PACKAGES = {"onnxruntime": ("onnxruntime",), "openvino": ("openvino",),
 
 def install_hint(backends: list[str]) -> str:
     """What to pip install for missing backends."""
-    extras = dict.fromkeys(EXTRA_OF[p] for b in backends for p in RUNTIME_PACKAGES.get(b, ()))
-    return "pip install " + " ".join(f"'mobilenets[{e}]'" for e in extras)
+    return install_command(*(EXTRA_OF[p] for b in backends for p in RUNTIME_PACKAGES.get(b, ())))
 
 
 def available(backend: str) -> bool:

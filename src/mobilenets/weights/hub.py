@@ -96,10 +96,9 @@ def fetch_weights(weights: Weights) -> Path:
     return path
 
 
-def resolve(model: nn.Module, pretrained: str | os.PathLike) -> Weights | None:
-    """The catalogue entry ``pretrained`` names for ``model`` ("torchvision", "timm" or a ``model.tag``
-    name); ``None`` for a file path."""
-    name, width = model.model_name, float(model.model_args.get("width_mult", 1.0))
+def resolve(name: str, pretrained: str | os.PathLike, width: float = 1.0) -> Weights | None:
+    """The catalogue entry ``pretrained`` names for model ``name`` at ``width`` ("torchvision", "timm" or a
+    ``model.tag`` name); ``None`` for a file path."""
     try:
         if pretrained in ("torchvision", "timm"):
             return release(name, str(pretrained), width)
@@ -117,7 +116,7 @@ def load_pretrained(model: nn.Module, pretrained: str | os.PathLike) -> nn.Modul
     """Load ``pretrained`` (``"torchvision"``, ``"timm"``, a catalogue name or a weights file) into ``model`` in place,
     and record the weights' preprocessing in ``model.pretrained_cfg``."""
     cfg: dict[str, Any] = dict(model.pretrained_cfg)
-    weights = resolve(model, pretrained)
+    weights = resolve(model.model_name, pretrained, float(model.model_args.get("width_mult", 1.0)))
     if weights is not None:
         if weights.source == "google":
             raise WeightsError(f"{weights.name} is a TFLite file: create_model({weights.name!r}, pretrained=True) "
