@@ -74,7 +74,7 @@ def fit(step: Callable[[int], None], budget: float, cap: int) -> tuple[float, fl
     trainer already holds (measured: MobileNetV2 at 224 px grows 0, 48, 347, 980, 2200 MB at batch 2-32),
     so the batch doubles from 2 until the growth is clear of that (:data:`CLEAR`), a quarter of the budget
     or ``cap``; the slope between the last two batches, never below the last one's growth per image."""
-    points = [(1, 0)]
+    points = [(0, 0)]  # no batch, no growth: a first trial that is already clear gives growth per image
     batch = 2
     while True:
         points.append((batch, step_growth(step, batch)))
