@@ -50,7 +50,7 @@ def transfer(epochs: int, keep: str | None, task: str, starts: tuple[str, ...]) 
             continue
         for start in starts:
             with tempfile.TemporaryDirectory() as out:
-                cmd = [sys.executable, "-m", "mobilenets.cli", "train", "--model", model, "--data", str(data),
+                cmd = [sys.executable, "-m", "mobilenets", "train", "--model", model, "--data", str(data),
                        "--output", out, "--epochs", str(epochs), "--batch-size", "16", *extra]  # fmt: skip
                 if start == "imagenet":
                     cmd += ["--pretrained", str(V2_WEIGHTS)]
@@ -67,10 +67,10 @@ def transfer(epochs: int, keep: str | None, task: str, starts: tuple[str, ...]) 
 
 
 def int8(checkpoint: str, phone: bool) -> None:
-    from mobilenets.dense_eval import evaluate_dense
     from mobilenets.deploy.export import export
     from mobilenets.deploy.quantize import export_int8
-    from mobilenets.inference import load_classifier
+    from mobilenets.evaluate.dense import evaluate_dense
+    from mobilenets.runtime.classifier import load_classifier
 
     data = str(COCO128 / "semantic_segmentation" / "config.yaml")
     calib = sorted((COCO128 / "images" / "train2017").glob("*.jpg"))[:64]

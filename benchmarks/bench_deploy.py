@@ -23,11 +23,13 @@ import torch
 import torchvision
 
 from mobilenets import convert_state_dict, create_model, profile
-from mobilenets.cpu import cpu_info
 from mobilenets.deploy.bench import bench_header
-from mobilenets.deploy.export import _onnx_bytes
-from mobilenets.deploy.quantize import quantize_onnx, weight_bits
-from mobilenets.deploy.runtime import _openvino_runner, _ort_runner, _torch_runner, build_runner, measure_ms
+from mobilenets.deploy.int8_settings import weight_bits
+from mobilenets.deploy.onnx import onnx_bytes
+from mobilenets.deploy.predictor import build_runner
+from mobilenets.deploy.quantize import quantize_onnx
+from mobilenets.runtime.runners import measure_ms, onnxruntime_runner, openvino_runner, torch_runner
+from mobilenets.util.cpu import cpu_info
 
 PEAK_GFLOPS = 372.0
 
@@ -54,11 +56,11 @@ def main() -> None:
         print("| model | peer ms | int8 OpenVINO ms | int8 / peer |\n|---|---|---|---|")
         for name in ("mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v2"):
             ref = getattr(torchvision.models, name)().eval()
-            runners = {"peer": _ort_runner(_onnx_bytes(ref, torch.from_numpy(x)), 2)}
+            runners = {"peer": onnxruntime_runner(onnx_bytes(ref, torch.from_numpy(x)), "fp32")}
             ours = create_model(name).eval()
             ours.load_state_dict(convert_state_dict(ref.state_dict(), "torchvision", name))
-            int8 = quantize_onnx(_onnx_bytes(ours, torch.from_numpy(x)), torch.randn(32, 3, 224, 224))
-            runners["int8 ov"] = _openvino_runner(int8, 2, "int8")
+            int8 = quantize_onnx(onnx_bytes(ours, torch.from_numpy(x)), torch.randn(32, 3, 224, 224))
+            runners["int8 ov"] = openvino_runner(int8, "int8")
             med = _medians(runners, x, args)
             print(f"| {name} | {med['peer']:.2f} | {med['int8 ov']:.2f} | {med['int8 ov'] / med['peer']:.2f} |")
         return
@@ -73,18 +75,18 @@ def main() -> None:
         ref = getattr(torchvision.models, name)().eval()
         ours = create_model(name).eval()
         ours.load_state_dict(convert_state_dict(ref.state_dict(), "torchvision", name))
-        tv_onnx = _onnx_bytes(ref, torch.from_numpy(x))
+        tv_onnx = onnx_bytes(ref, torch.from_numpy(x))
         cache: dict[str, bytes] = {}
         runners = {
-            "tv eager": _torch_runner(ref, False),
-            "peer": _ort_runner(tv_onnx, 2),
+            "tv eager": torch_runner(ref),
+            "peer": onnxruntime_runner(tv_onnx, "fp32"),
             "fused": build_runner(ours, "fused", 2, cache),
             "onnxruntime": build_runner(ours, "onnxruntime", 2, cache),
             "openvino": build_runner(ours, "openvino", 2, cache),
         }
         int8 = quantize_onnx(cache["fp32"], torch.randn(32, 3, 224, 224))
-        runners["int8 ort"] = _ort_runner(int8, 2)
-        runners["int8 ov"] = _openvino_runner(int8, 2, "int8")
+        runners["int8 ort"] = onnxruntime_runner(int8, "int8")
+        runners["int8 ov"] = openvino_runner(int8, "int8")
         if bf16:
             runners["bf16 ov"] = build_runner(ours, "openvino", 2, cache, precision="bf16")
             runners["bf16 fused"] = build_runner(ours, "fused", 2, cache, precision="bf16")

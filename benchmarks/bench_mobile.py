@@ -20,9 +20,9 @@ import torch
 
 from mobilenets.deploy.bench import bench_header
 from mobilenets.deploy.export import export
-from mobilenets.deploy.runtime import _ort_runner, measure_ms
-from mobilenets.evaluate import _Images, find_eval_set
-from mobilenets.inference import load_classifier
+from mobilenets.evaluate.classify import _Images, find_eval_set
+from mobilenets.runtime.classifier import load_classifier
+from mobilenets.runtime.runners import measure_ms, onnxruntime_runner
 from mobilenets.weights.tflite import load_tflite
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -72,7 +72,7 @@ def main() -> None:
                 rows.append([key, fmt, "int8" if int8 else "fp32", f"{size:.2f}", f"{seconds:.0f}",
                              "" if diff is None else f"{diff:.1e}", top1, name])  # fmt: skip
         x = torch.from_numpy(x_one)
-        ort_run = _ort_runner((out / f"{key}.onnx").read_bytes(), 2)
+        ort_run = onnxruntime_runner((out / f"{key}.onnx").read_bytes(), "fp32")
         runs["onnx fp32"] = lambda t, r=ort_run: torch.from_numpy(r(t.numpy()))
         times: dict[str, list[float]] = {k: [] for k in runs}
         for _ in range(args.rounds):

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from mobilenets import create_model
-from mobilenets.data import ImageDataset, build_transforms, load_train_data
+from mobilenets.data.images import ImageDataset, build_transforms, load_train_data
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

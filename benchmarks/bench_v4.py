@@ -17,9 +17,9 @@ import torch
 
 from mobilenets import convert_state_dict, create_model
 from mobilenets.deploy.bench import bench_header
-from mobilenets.deploy.export import _onnx_bytes
-from mobilenets.deploy.runtime import _ort_runner, _torch_runner, measure_ms
-from mobilenets.zoo import PUBLISHED
+from mobilenets.deploy.onnx import onnx_bytes
+from mobilenets.evaluate.zoo import PUBLISHED
+from mobilenets.runtime.runners import measure_ms, onnxruntime_runner, torch_runner
 
 MODELS = [
     ("mobilenet_v3_small", "mobilenetv3_small_100", 224),
@@ -46,8 +46,8 @@ def main() -> None:
         ours = create_model(name, bn_eps=1e-5).eval()
         ours.load_state_dict(convert_state_dict(ref.state_dict(), "timm", name, bn_eps=1e-5))
         x = np.random.default_rng(0).standard_normal((1, 3, res, res), dtype=np.float32)
-        runs = {"timm": _torch_runner(ref, False), "ours": _torch_runner(ours, False),
-                "ort": _ort_runner(_onnx_bytes(ours, torch.from_numpy(x)), 2)}  # fmt: skip
+        runs = {"timm": torch_runner(ref), "ours": torch_runner(ours),
+                "ort": onnxruntime_runner(onnx_bytes(ours, torch.from_numpy(x)), "fp32")}  # fmt: skip
         times: dict[str, list[float]] = {k: [] for k in runs}
         for _ in range(args.rounds):
             for k, run in runs.items():

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mobilenets.weights.litert import compare_with_litert, eval_pixels
+from mobilenets.evaluate.litert import compare_with_litert, eval_pixels
 from mobilenets.weights.tflite import load_tflite
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

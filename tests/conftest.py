@@ -22,30 +22,73 @@ def shared_path(*parts: str) -> Path:
 
 
 def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random BN statistics and affine terms, so that a wrong mapping cannot hide behind identity BN."""
+    """Random BN statistics and affine terms, so that a wrong mapping cannot hide behind identity BN. Means
+    and shifts stay within +-0.1: larger ones add up, layer after layer, to a constant that drowns the
+    input's part of the logits (a timm MobileNetV1 with shifts of +-0.3 moved by 6% between two inputs)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+                m.running_mean.copy_((torch.rand(m.num_features, generator=g) - 0.5) * 0.2)
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
                 m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(m.num_features, generator=g) * 0.6 - 0.3)
+                m.bias.copy_((torch.rand(m.num_features, generator=g) - 0.5) * 0.12)
     return model.eval()
 
 
-def he_random(model: torch.nn.Module, seed: int = 0, conv_bias: bool = True) -> torch.nn.Module:
-    """He fan-in convolution weights (a depthwise kernel's fan-in is k*k), small random conv biases
-    (``conv_bias=False`` keeps them) and random BN statistics: the output moves with the input, so that
-    parity checks carry a signal (the default init's fan-out scale leaves logits nearly constant)."""
+def _first_output(out: object) -> torch.Tensor:
+    """A model's output as one tensor: segmentation's ``out``, the last of a list of feature maps."""
+    if isinstance(out, dict):
+        return out["out"]
+    return out[-1] if isinstance(out, (list, tuple)) else out
+
+
+def random_net(model: torch.nn.Module, seed: int = 0, conv_bias: bool = True, check_size: int | None = 64
+               ) -> torch.nn.Module:  # fmt: skip
+    """The one random test net: He fan-in convolution and linear weights (a depthwise kernel's fan-in is
+    k*k; the default init's fan-out scale leaves logits nearly constant), small random biases
+    (``conv_bias=False`` keeps them), random BN statistics and layer scales in [0.1, 0.3] (not 1e-5, so that
+    attention counts; at up to 1 a V4 hybrid's logits reach 5e5 and timm's own fp32 departs from its fp64
+    by half of that: no check means anything there). Guarded: between two ``check_size`` inputs of
+    different statistics (as two photos differ in brightness and contrast) the output moves by more than a
+    tenth of its scale, so a parity check on it carries a signal (``None``: unchecked, for detectors)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, torch.nn.Conv2d):
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2 / m.weight[0].numel()) ** 0.5)
                 if m.bias is not None and conv_bias:
                     m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    return randomize_bn(model, seed)
+            if isinstance(getattr(m, "gamma", None), torch.nn.Parameter):  # ours and timm's layer scales
+                m.gamma.copy_(torch.rand(m.gamma.shape, generator=g) * 0.2 + 0.1)
+    model = randomize_bn(model, seed)
+    if check_size:
+        shape = (3, check_size, check_size)
+        x = torch.stack([torch.rand(shape, generator=g), torch.randn(shape, generator=g) * 2])
+        with torch.no_grad():
+            out = _first_output(model(x))
+        assert (out[0] - out[1]).abs().max() > 0.1 * out.abs().max(), "a random net whose output ignores its input"
+    return model
+
+
+def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    """Max |got - ref| over the scale of ``ref`` (its max |value|)."""
+    return float((got - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+
+
+def same_state(a: object, b: object) -> bool:
+    """Bitwise equality of two checkpoint values (tensors, dicts, lists, numbers)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same_state(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+# What a resumed run restores from last.pt (and must end with as the run that was never interrupted).
+RESUMED_STATE = ("model", "optimizer", "scheduler", "scaler", "ema", "rng", "epoch", "best")
 
 
 @pytest.fixture(autouse=True)
@@ -59,9 +102,15 @@ OWN_PROCESS = "MOBILENETS_TEST_IN_OWN_PROCESS"
 _MODULE_RESULTS: dict[str, dict[str, tuple[str, str]]] = {}  # module path -> test name -> (outcome, message)
 
 
+# Seconds for one module's own-process tests (the slowest module takes about 120 s here).
+OWN_PROCESS_TIMEOUT = int(os.environ.get("MOBILENETS_OWN_PROCESS_TIMEOUT", "900"))
+
+
 def _run_module_alone(item: pytest.Function) -> dict[str, tuple[str, str]]:
     """Run every selected ``own_process`` test of ``item``'s module in one fresh ``python -m pytest``
-    (one interpreter start and import per module, not per test); each test's outcome from its JUnit XML."""
+    (one interpreter start and import per module, not per test); each test's outcome from its JUnit XML.
+    A child that does not end cleanly (killed, crashed at exit, timed out) fails every test that had no
+    failure of its own, with the exit code and the end of its output."""
     import tempfile
     import xml.etree.ElementTree as ET
 
@@ -70,10 +119,13 @@ def _run_module_alone(item: pytest.Function) -> dict[str, tuple[str, str]]:
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "results.xml"
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}", *ids]
-        done = subprocess.run(cmd, cwd=item.config.rootpath, env={**os.environ, OWN_PROCESS: "1"},
-                              capture_output=True, text=True)  # fmt: skip
-        tail = (done.stdout + done.stderr)[-6000:]
-        results = {i.split("::", 1)[1]: ("failed", f"no result (exit code {done.returncode}):\n{tail}") for i in ids}
+        try:
+            done = subprocess.run(cmd, cwd=item.config.rootpath, env={**os.environ, OWN_PROCESS: "1"},
+                                  capture_output=True, text=True, timeout=OWN_PROCESS_TIMEOUT)  # fmt: skip
+            code, tail = done.returncode, (done.stdout + done.stderr)[-6000:]
+        except subprocess.TimeoutExpired as exc:
+            code, tail = f"none: timed out after {OWN_PROCESS_TIMEOUT} s", str(exc.stdout or "")[-6000:]
+        results = {i.split("::", 1)[1]: ("failed", f"no result (exit code {code}):\n{tail}") for i in ids}
         if xml.is_file():
             for case in ET.parse(xml).getroot().iter("testcase"):
                 outcome = next((c for c in case if c.tag in ("failure", "error", "skipped")), None)
@@ -82,6 +134,9 @@ def _run_module_alone(item: pytest.Function) -> dict[str, tuple[str, str]]:
                 else:
                     kind = "skipped" if outcome.tag == "skipped" else "failed"
                     results[case.get("name")] = (kind, outcome.get("message", "") + "\n" + (outcome.text or ""))
+    if code not in (0, 1) or (code == 1 and "failed" not in {kind for kind, _ in results.values()}):
+        results = {name: (kind, msg) if kind == "failed" else ("failed", f"the process ended with exit code "
+                          f"{code} after this test:\n{tail}") for name, (kind, msg) in results.items()}  # fmt: skip
     return results
 
 

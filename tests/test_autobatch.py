@@ -7,8 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from mobilenets import autobatch, create_model
-from mobilenets.train import TrainConfig, TrainingError, train
+from mobilenets import create_model
+from mobilenets.train import autobatch
+from mobilenets.train.config import TrainConfig, TrainingError
+from mobilenets.train.loop import train
 
 GIB = 1 << 30
 

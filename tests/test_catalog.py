@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import mobilenets
-from conftest import randomize_bn, shared_path
+from conftest import random_net, shared_path
 from mobilenets.models.registry import model_entry
 from mobilenets.weights.catalog import CATALOG, get_weights, list_pretrained
 from mobilenets.weights.hub import WeightsError, hub_dir
@@ -78,7 +78,7 @@ def test_timm_weights_load_by_name_and_by_source_and_match_timm(hub_cache):
     timm = pytest.importorskip("timm")
     from safetensors.torch import save_file
 
-    ref = randomize_bn(timm.create_model("mobilenetv2_140", pretrained=False))
+    ref = random_net(timm.create_model("mobilenetv2_140", pretrained=False))
     name = "mobilenet_v2.w140_ra_in1k"
     assert name in list_pretrained("mobilenet_v2.*")
     save_file(ref.state_dict(), str(hub_cache / get_weights(name).cache_name))

@@ -15,13 +15,14 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import he_random, shared_path
+from conftest import RESUMED_STATE, random_net, same_state, shared_path
 from mobilenets import create_model
 from mobilenets.cli import main
-from mobilenets.dense_data import coco_classes, load_detection_data, load_segmentation_data, read_coco_json
-from mobilenets.dense_eval import coco_map, confusion, label_lut, segmentation_scores
+from mobilenets.data.dense import load_detection_data, load_segmentation_data, read_coco_json
 from mobilenets.deploy.detection import detection_diff
 from mobilenets.deploy.export import export
+from mobilenets.evaluate.dense import coco_map, confusion, label_lut, segmentation_scores
+from mobilenets.weights.catalog import task_classes
 
 # the shared README's table: YOLO class i is COCO category id YOLO_TO_COCO[i]
 YOLO_TO_COCO = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28,
@@ -65,9 +66,14 @@ def _mask_folder(root: Path, n_train: int = 12, n_val: int = 6) -> Path:
     return root
 
 
-def _random_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """He-initialised convolutions and random BN statistics: distinct scores, no ties for NMS to break."""
-    return he_random(model, seed, conv_bias=False).eval()
+def _random_weights(model: torch.nn.Module, seed: int = 0, class_scale: float = 1.0) -> torch.nn.Module:
+    """:func:`conftest.random_net`; a detector's class logits times ``class_scale`` (a random SSDLite-V3-Small
+    gives every class about 1/91, x8 spreads them as a trained head does): distinct scores, no ties."""
+    model = random_net(model, seed, conv_bias=False, check_size=None).eval()
+    with torch.no_grad():
+        for layers in model.head.classification_head.module_list if class_scale != 1 else ():
+            layers[-1].weight.mul_(class_scale)
+    return model
 
 
 def _photos(n: int) -> list[torch.Tensor]:
@@ -96,7 +102,7 @@ def test_yolo_yaml_reader_agrees_with_coco_json():
 
 def test_labels_are_matched_to_the_model_by_name():
     yolo = load_detection_data(str(_coco128() / "object_detection" / "config.yaml"))
-    lut = label_lut(yolo.classes, coco_classes())
+    lut = label_lut(yolo.classes, task_classes("coco-91"))
     assert lut[1 : 1 + 80].tolist() == YOLO_TO_COCO
 
 
@@ -104,7 +110,7 @@ def test_masks_with_coco_voc_map(tmp_path):
     seg = load_segmentation_data(str(_coco128() / "semantic_segmentation" / "config.yaml"), "coco-voc")
     assert len(seg.train.samples) == len(seg.val.samples) == 100 and len(seg.classes) == 21
     raw = load_segmentation_data(str(_mask_folder(tmp_path)))
-    from mobilenets.dense_data import read_mask
+    from mobilenets.data.dense import read_mask
 
     mask = read_mask(raw.val.samples[0][1])
     voc = read_mask(raw.val.samples[0][1], "coco-voc")
@@ -182,7 +188,7 @@ def test_detection_trains_resumes_evaluates_and_draws(tmp_path, capsys, monkeypa
     assert meta["skipped_images"][0].endswith("broken.jpg") and meta["class_names"][0] == "__background__"
     assert (ref / "metrics.csv").read_text().splitlines()[0].startswith("epoch,train_loss,val_map,val_map50")
     # a run interrupted after its first epoch's checkpoint, resumed, equals the uninterrupted one bit for bit
-    import mobilenets.train as training
+    import mobilenets.train.loop as training
 
     save = training.atomic_torch_save
 
@@ -193,9 +199,12 @@ def test_detection_trains_resumes_evaluates_and_draws(tmp_path, capsys, monkeypa
     monkeypatch.setattr(training, "atomic_torch_save", save_then_interrupt)
     assert main([*args, "--epochs", "2", "--output", str(part)]) == 130
     monkeypatch.setattr(training, "atomic_torch_save", save)
+    epochs_run, train_epoch = [], training._train_epoch
+    monkeypatch.setattr(training, "_train_epoch", lambda run, e: epochs_run.append(e) or train_epoch(run, e))
     assert main([*args, "--epochs", "2", "--output", str(part), "--resume"]) == 0
-    a, b = (torch.load(d / "last.pt", weights_only=True)["model"] for d in (ref, part))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert epochs_run == [1]  # only the epoch left
+    a, b = (torch.load(d / "last.pt", weights_only=True) for d in (ref, part))
+    assert a["optimizer"]["state"] and all(same_state(a[k], b[k]) for k in RESUMED_STATE)
     capsys.readouterr()
     # eval --json on the checkpoint gives the validation mAP that training recorded
     assert main(["eval", "--checkpoint", str(ref), "--data", str(data), "--json", "--workers", "0"]) == 0
@@ -235,8 +244,11 @@ def test_detection_onnx_gives_pytorchs_boxes_on_real_photos(tmp_path):
     import onnxruntime as ort
 
     counts = []
-    for name, kwargs in (("ssdlite_mobilenet_v3_large", {}), ("ssdlite_mobilenet_v3_small", {"score_thresh": 0.2})):
-        model = _random_weights(create_model(name, **kwargs))
+    for name, kwargs, scale in (
+        ("ssdlite_mobilenet_v3_large", {}, 1),
+        ("ssdlite_mobilenet_v3_small", {"score_thresh": 0.4}, 8),
+    ):
+        model = _random_weights(create_model(name, **kwargs), class_scale=scale)
         report = export(model, tmp_path / "ssd.onnx")
         session = ort.InferenceSession(str(tmp_path / "ssd.onnx"), providers=["CPUExecutionProvider"])
         for photo in _photos(3):  # their own sizes: the graph resizes as the model does
@@ -256,7 +268,7 @@ def test_detection_onnx_gives_pytorchs_boxes_on_real_photos(tmp_path):
 def test_segmentation_onnx_any_size_and_int8(tmp_path, capsys):
     import onnxruntime as ort
 
-    from mobilenets.dense_eval import segmentation_transforms
+    from mobilenets.data.dense import segmentation_transforms
 
     for padding in ("symmetric", "same"):  # TF "SAME" (Google's backbones): its padding follows the size
         model = _random_weights(create_model("lraspp_mobilenet_v3_small", padding=padding))
@@ -307,8 +319,8 @@ def test_bench_reports_detection_and_segmentation(capsys):
 def test_segmentation_phone_file_runs_at_its_fixed_size(tmp_path):
     from torch.nn.functional import interpolate
 
-    from mobilenets.dense_eval import segmentation_transforms
-    from mobilenets.inference import load_classifier
+    from mobilenets.data.dense import segmentation_transforms
+    from mobilenets.runtime.classifier import load_classifier
 
     model = _random_weights(create_model("lraspp_mobilenet_v3_small"))
     report = export(model, tmp_path / "seg.tflite", "tflite", img_size=128)
@@ -325,7 +337,7 @@ def test_segmentation_phone_file_runs_at_its_fixed_size(tmp_path):
 def test_detection_phone_files_give_pytorchs_boxes_on_real_photos(tmp_path, capsys):
     import coremltools as ct
 
-    from mobilenets.inference import load_classifier
+    from mobilenets.runtime.classifier import load_classifier
 
     model = _random_weights(create_model("ssdlite_mobilenet_v3_small", size=160))
     for fmt in ("tflite", "pte"):

@@ -12,14 +12,16 @@ import torch
 from onnx import numpy_helper
 from PIL import Image
 
-from conftest import he_random, randomize_bn, shared_path
+from conftest import random_net, rel_err, shared_path
 from mobilenets import create_model, deploy, export, fuse
 from mobilenets.cli import main
-from mobilenets.cpu import CpuInfo, cpu_info
 from mobilenets.deploy import int8_settings
-from mobilenets.deploy.export import ExportError
+from mobilenets.deploy.contract import ExportError
 from mobilenets.deploy.quantize import export_int8
-from mobilenets.deploy.runtime import PrecisionError, _openvino_runner
+from mobilenets.runtime import files as exported_files
+from mobilenets.runtime.precision import PrecisionError
+from mobilenets.runtime.runners import openvino_runner
+from mobilenets.util.cpu import CpuInfo, cpu_info
 
 # OpenVINO's and NNCF's native thread pools stay out of the test process: loaded into it, later tests
 # (test_train's subprocess waits) ended in a segmentation fault on an Intel Xeon (AVX-512), 2026-12-02
@@ -32,7 +34,7 @@ AVX2 = CpuInfo("AMD EPYC (test)", "x86_64", ("avx2", "fma"), "AVX2")
 @pytest.fixture(scope="module")
 def v3():
     torch.manual_seed(0)
-    return randomize_bn(create_model("mobilenet_v3_small"))
+    return random_net(create_model("mobilenet_v3_small"))
 
 
 @pytest.fixture
@@ -47,21 +49,21 @@ def calib_dir(tmp_path):
 
 @pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large"])
 def test_fuse_is_exact(name):
-    model = randomize_bn(create_model(name, width_mult=0.5))
+    model = random_net(create_model(name, width_mult=0.5))
     fused = fuse(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     x = torch.randn(2, 3, 96, 96)
     with torch.inference_mode():
         ref = model(x)
-        assert (fused(x) - ref).abs().max() <= 1e-5
+        assert rel_err(fused(x), ref) <= 1e-5
         cl = fused.to(memory_format=torch.channels_last)
-        assert (cl(x.contiguous(memory_format=torch.channels_last)) - ref).abs().max() <= 1e-5
+        assert rel_err(cl(x.contiguous(memory_format=torch.channels_last)), ref) <= 1e-5
 
 
 def test_onnx_check_is_relative_to_the_logits_scale(tmp_path):
     """A model with large logits (as a trained one has) is exported: the check bounds ONNX Runtime's error
     by 1e-4 of the logits' scale, not by an absolute 1e-4 (which refused such models)."""
-    model = he_random(create_model("mobilenet_v3_large", num_classes=10)).eval()
+    model = random_net(create_model("mobilenet_v3_large", num_classes=10))
     with torch.no_grad():
         model.classifier.weight.mul_(100)
     x = torch.stack([torch.rand(3, 64, 64), torch.randn(3, 64, 64) * 2])
@@ -94,9 +96,9 @@ def test_torchscript_and_pt2(v3, tmp_path):
     with torch.inference_mode():
         ref = v3(x)
     export(v3, tmp_path / "m.pt", "torchscript", img_size=96)
-    assert (torch.jit.load(tmp_path / "m.pt")(x) - ref).abs().max() <= 1e-5
+    assert rel_err(torch.jit.load(tmp_path / "m.pt")(x), ref) <= 1e-5
     export(v3, tmp_path / "m.pt2", "pt2", img_size=96)
-    assert (torch.export.load(tmp_path / "m.pt2").module()(x) - ref).abs().max() <= 1e-5
+    assert rel_err(torch.export.load(tmp_path / "m.pt2").module()(x), ref) <= 1e-5
 
 
 def test_export_mistakes_write_nothing(v3, tmp_path, calib_dir):
@@ -139,20 +141,22 @@ def test_int8_runs_in_onnxruntime_and_openvino(v3, tmp_path, calib_dir):
     got = session.run(None, {"input": x})[0]
     assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in proto.graph.node}
     pytest.importorskip("openvino")
-    ov_out = _openvino_runner(path.read_bytes(), 2, "int8")(x)
+    ov_out = openvino_runner(path.read_bytes(), "int8")(x)
     assert np.abs(ov_out - got).max() < 0.05 * np.abs(got).max() + 1e-3
 
 
 def test_weight_bits_follow_the_cpu(monkeypatch):
     """8-bit weights where int8 dot products accumulate in 32 bits (VNNI, AMX), 7-bit where AVX2 saturates;
     an 8-bit file on an AVX2 CPU is warned about in one sentence."""
-    monkeypatch.setattr(int8_settings, "cpu_info", lambda: AMX)
+    for module in (int8_settings, exported_files):
+        monkeypatch.setattr(module, "cpu_info", lambda: AMX)
     assert int8_settings.weight_bits() == 8 and int8_settings.int8_metadata(8)["made_on"].startswith("Intel Xeon")
-    assert int8_settings.saturation_warning({"int8": {"weight_bits": 8}}) is None
-    monkeypatch.setattr(int8_settings, "cpu_info", lambda: AVX2)
+    assert exported_files.saturation_warning({"int8": {"weight_bits": 8}}) is None
+    for module in (int8_settings, exported_files):
+        monkeypatch.setattr(module, "cpu_info", lambda: AVX2)
     assert int8_settings.weight_bits() == 7 and int8_settings.weight_bits("8") == 8
-    assert "re-export with --weight-bits 7" in int8_settings.saturation_warning({"int8": {"weight_bits": 8}})
-    assert int8_settings.saturation_warning({"int8": {"weight_bits": 7}}) is None
+    assert "re-export with --weight-bits 7" in exported_files.saturation_warning({"int8": {"weight_bits": 8}})
+    assert exported_files.saturation_warning({"int8": {"weight_bits": 7}}) is None
     with pytest.raises(ExportError, match="weight bits must be auto, 7 or 8"):
         int8_settings.weight_bits(4)
 
@@ -163,8 +167,8 @@ def test_deploy_fp32_and_int8(v3, calib_dir):
         ref = v3(x)
     pred = deploy(v3, img_size=96)
     assert pred.precision == "fp32" and pred.backend in pred.timings_ms and len(pred.timings_ms) >= 2
-    assert (pred(x) - ref).abs().max() <= 1e-4  # fp32 on every backend: bf16 would be ~1e-2 off
-    assert np.abs(pred(x.numpy()) - ref.numpy()).max() <= 1e-4
+    assert rel_err(pred(x), ref) <= 1e-4  # fp32 on every backend: bf16 would be ~1e-2 off
+    assert rel_err(torch.from_numpy(pred(x.numpy())), ref) <= 1e-4
     assert repr(pred).startswith(f"Predictor(backend={pred.backend!r}, precision='fp32', input=3x96x96")
     assert len(repr(pred)) < 200 and cpu_info().model in repr(pred)
     with pytest.raises(ValueError, match=r"takes N x 3 x 96 x 96 inputs"):
@@ -196,15 +200,15 @@ def test_bf16_is_native_or_refused(v3):
         with pytest.raises(PrecisionError, match=r"bf16 needs a CPU with native bf16 \(AMX or AVX512-BF16"):
             deploy(v3, precision="bf16", img_size=96)
         pytest.importorskip("openvino")
-        from mobilenets.deploy.export import _onnx_bytes
+        from mobilenets.deploy.onnx import onnx_bytes
 
-        onnx = _onnx_bytes(v3, x[:1])
+        onnx = onnx_bytes(v3, x[:1])
         if cpu_info().has("avx512"):  # OpenVINO emulates bf16 with AVX-512 conversions: kept, and bf16 for real
-            got = _openvino_runner(onnx, 2, "bf16")(x[:1].numpy())
+            got = openvino_runner(onnx, "bf16")(x[:1].numpy())
             assert 1e-5 < abs(got - ref[:1].numpy()).max() <= 0.1 * ref.abs().max()
         else:  # AVX2: OpenVINO falls back to f32 without a word; caught on the compiled model
             with pytest.raises(PrecisionError, match="OpenVINO compiled the model in f32, not bf16"):
-                _openvino_runner(onnx, 2, "bf16")
+                openvino_runner(onnx, "bf16")
         return
     assert deploy(v3, precision="bf16", img_size=96).precision in ("bf16", "fp32")  # never lower than asked
     for backend in ("fused", "openvino"):
@@ -230,8 +234,8 @@ def test_int8_accuracy_on_real_images(tmp_path):
     with the weight bits chosen for this CPU, in ONNX Runtime's int8 kernels here. On AVX2 CPUs the 8-bit
     setting made for VNNI/AMX is checked too, in the exact arithmetic those CPUs compute (measured here:
     8-bit weights lose 1.4 points in AVX2 kernels, which saturate, and 0.7 in exact arithmetic)."""
-    from mobilenets.evaluate import _Images, find_eval_set
-    from mobilenets.inference import load_classifier
+    from mobilenets.evaluate.classify import _Images, find_eval_set
+    from mobilenets.runtime.classifier import load_classifier
 
     weights = shared_path("weights", "mobilenet_v2_1.0_224_quant.tflite")
     data = shared_path("imagenet-val-1300")
@@ -256,8 +260,7 @@ def test_int8_accuracy_on_real_images(tmp_path):
 def test_int8_squeeze_excite_model_agrees_with_fp32(tmp_path):
     """Google's MobileNetV3-Small (TFLite): its int8 export names the same class as the fp32 export on
     real images in ONNX Runtime (the squeeze-excite layers stay fp32, their weights stored as fp16)."""
-    from mobilenets.evaluate import list_images
-    from mobilenets.preprocess import preprocess
+    from mobilenets.data.preprocess import list_images, preprocess
     from mobilenets.weights.tflite import load_tflite
 
     model = load_tflite(shared_path("weights", "mobilenet_v3_small_1.0_224_uint8.tflite"))
@@ -314,7 +317,7 @@ def test_env_reports_this_cpu(capsys):
 
 def test_select_orders_by_published_top1(monkeypatch):
     from mobilenets.deploy import bench
-    from mobilenets.zoo import PUBLISHED
+    from mobilenets.evaluate.zoo import PUBLISHED
 
     small = [p for p in PUBLISHED if p.resolution == 96 and p.model == "mobilenet_v2"][:3]
     monkeypatch.setattr(bench, "_grid", lambda: small)

@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from mobilenets.extras import EXTRA_OF
+from mobilenets.util.extras import EXTRA_OF
 
 HIDE = """
 import importlib.abc, importlib.machinery, sys
@@ -107,7 +107,7 @@ def test_public_functions_raise_missing_extra(tmp_path, extra, call):
         sorted(EXTRA_OF),
         f"""
         import json, mobilenets
-        from mobilenets.extras import MissingExtra
+        from mobilenets.util.extras import MissingExtra
         model, PATH = mobilenets.create_model("mobilenet_v3_small").eval(), {str(tmp_path)!r}
         try:
             {call}

@@ -8,7 +8,7 @@ import torchvision
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from conftest import SHARED, he_random, randomize_bn
+from conftest import SHARED, random_net
 from mobilenets import convert_state_dict, create_model, list_models, profile
 
 
@@ -26,7 +26,7 @@ def _photos(n: int = 2, size: tuple[int, int] | None = None) -> list[torch.Tenso
 
 def _random_torchvision(model: torch.nn.Module) -> torch.nn.Module:
     """Random BN statistics and convolution weights at a scale where every layer matters."""
-    return he_random(model, seed=2)
+    return random_net(model, seed=2, check_size=None)
 
 
 def _same_weights(name: str, builder) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -146,7 +146,7 @@ def test_model_args_rebuild_a_backbone_from_google_weights(name):
     weights = SHARED / "weights" / "mobilenet_v2_1.0_224_quant.tflite"
     if not weights.is_file():
         pytest.skip("needs ../shared/data/weights")
-    trained = randomize_bn(create_model(name, num_classes=5, pretrained_backbone=str(weights))).eval()
+    trained = random_net(create_model(name, num_classes=5, pretrained_backbone=str(weights)), check_size=None).eval()
     assert trained.model_args["padding"] == "same"
     rebuilt = create_model(name, **trained.model_args).eval()
     rebuilt.load_state_dict(trained.state_dict())

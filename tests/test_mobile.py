@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import importlib
 import json
+import platform
 
 import pytest
 import torch
 
-from conftest import randomize_bn, shared_path
+from conftest import random_net, shared_path
 from mobilenets import create_model, export
 from mobilenets.cli import main
-from mobilenets.deploy import mobile
-from mobilenets.deploy.export import ExportError
-from mobilenets.extras import MissingExtra
-from mobilenets.inference import load_classifier
+from mobilenets.deploy.contract import ExportError
+from mobilenets.runtime.classifier import load_classifier
+from mobilenets.runtime.files import check_installed
+from mobilenets.util.extras import MissingExtra
 
 pytestmark = pytest.mark.own_process  # the phone runtimes stay out of the test process
 
@@ -22,19 +23,15 @@ pytestmark = pytest.mark.own_process  # the phone runtimes stay out of the test 
 def needs(fmt: str) -> None:
     """Skip, with the reason, where a format's converter or runtime is not installed."""
     try:
-        mobile.check_installed(fmt)
+        check_installed(fmt)
     except MissingExtra as exc:
         pytest.skip(str(exc))
 
 
 def _scaled(name: str, **kwargs) -> torch.nn.Module:
-    """Random weights with random BN statistics (and layer scales) and a classifier rescaled to logits of
-    about unit size, so that a parity check cannot pass on near-zero outputs."""
-    model = randomize_bn(create_model(name, **kwargs))
+    """A :func:`conftest.random_net` with its classifier rescaled to logits of about unit size."""
+    model = random_net(create_model(name, **kwargs))
     with torch.no_grad():
-        for m in model.modules():  # V4 hybrids' layer scales: 0.1 rather than 1e-5, so attention counts
-            if isinstance(getattr(m, "gamma", None), torch.nn.Parameter):
-                m.gamma.fill_(0.1)
         scale = model(torch.randn(2, 3, 64, 64)).abs().max()
         model.classifier.weight.div_(scale)
         model.classifier.bias.zero_()
@@ -88,7 +85,7 @@ def test_channels_last_input_and_refusals(tmp_path, monkeypatch, capsys):
     with pytest.raises(ExportError, match="does not exist"):
         export(model, bad / "m.pte", "pte", int8=True, calib=bad / "no-such-folder")
     monkeypatch.setattr(
-        importlib.import_module("mobilenets.deploy.export"), "RTOL", 0.0
+        importlib.import_module("mobilenets.deploy.contract"), "RTOL", 0.0
     )  # a runtime that departs from PyTorch: refused
     with pytest.raises(ExportError, match="nothing was written"):
         export(model, bad / "m.tflite", "tflite", img_size=64)
@@ -117,7 +114,7 @@ def test_coreml_spec_metadata_and_weight_int8(tmp_path, capsys):
     assert meta["model"] == "mobilenet_v3_small" and len(meta["class_names"]) == 1000
     size = sum(f.stat().st_size for f in fp32.rglob("*") if f.is_file())
     assert size > 4 * 2.4e6 and 3.0 < size / report["bytes"] < 4.5  # fp32 weights; int8 ones
-    if mobile.platform.system() != "Darwin":
+    if platform.system() != "Darwin":
         from PIL import Image
 
         Image.new("RGB", (120, 100), (90, 140, 30)).save(tmp_path / "photo.jpg")

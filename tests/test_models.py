@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import mobilenets
-from conftest import randomize_bn
+from conftest import random_net
 from mobilenets import convert_state_dict, create_model, make_divisible
 
 
@@ -85,7 +85,7 @@ def test_reduced_tail_and_dilated_match_torchvision():
     import torchvision
 
     for kwargs in ({"reduced_tail": True}, {"dilated": True}, {"reduced_tail": True, "dilated": True}):
-        ref = randomize_bn(torchvision.models.mobilenet_v3_large(**kwargs))
+        ref = random_net(torchvision.models.mobilenet_v3_large(**kwargs))
         ours = create_model("mobilenet_v3_large", **kwargs).eval()
         ours.load_state_dict(convert_state_dict(ref.state_dict(), "torchvision", "mobilenet_v3_large", **kwargs))
         x = torch.randn(1, 3, 96, 96)

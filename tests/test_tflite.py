@@ -12,7 +12,7 @@ import torch
 from conftest import shared_path
 from mobilenets import create_model
 from mobilenets.cli import main
-from mobilenets.preprocess import eval_resize_crop, load_rgb, to_tensor
+from mobilenets.data.preprocess import eval_resize_crop, load_rgb, to_tensor
 from mobilenets.weights.hub import WeightsError
 from mobilenets.weights.tflite import Graph, Op, Tensor, load_tflite, recognise
 
@@ -62,7 +62,7 @@ def imagenet():
 def _compare(imagenet, name: str, fake_quant: bool) -> tuple[float, float, float]:
     """(LiteRT top-1, our top-1, per-image agreement) on all 1300 images."""
     pytest.importorskip("ai_edge_litert")
-    from mobilenets.weights.litert import compare_with_litert, eval_pixels
+    from mobilenets.evaluate.litert import compare_with_litert, eval_pixels
 
     root, rows, cache = imagenet
     path = shared_path("weights", f"{name}.tflite")

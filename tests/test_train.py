@@ -17,10 +17,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import shared_path
+from conftest import RESUMED_STATE, same_state, shared_path
 from mobilenets.cli import main
-from mobilenets.recipes import RECIPES
-from mobilenets.train import TrainConfig, TrainingError, train
+from mobilenets.train.config import TrainConfig, TrainingError
+from mobilenets.train.loop import train
+from mobilenets.train.recipes import RECIPES
 
 TINY = ["--model", "mobilenet_v3_small", "--width-mult", "0.5", "--img-size", "32", "--batch-size", "8",
         "--workers", "0"]  # fmt: skip
@@ -89,7 +90,7 @@ def test_strict_data_and_folder_mistakes(tmp_path, capsys):
 
 
 def test_odd_images_are_converted(tmp_path):
-    from mobilenets.preprocess import load_rgb
+    from mobilenets.data.preprocess import load_rgb
 
     Image.new("CMYK", (5, 5), (0, 255, 0, 0)).save(tmp_path / "cmyk.jpg")
     Image.new("RGBA", (5, 5), (255, 0, 0, 0)).save(tmp_path / "rgba.png")
@@ -105,7 +106,7 @@ def test_folders_of_tiny_images_get_cifar_augmentation(tmp_path):
     which at 32 px would keep as little as 8% of a CIFAR image."""
     from torchvision.transforms import v2
 
-    from mobilenets.data import build_transforms, load_train_data
+    from mobilenets.data.images import build_transforms, load_train_data
 
     tiny = load_train_data(str(_image_folder(tmp_path / "tiny", per_class=2)))
     photos = load_train_data(str(shared_path("hymenoptera")))
@@ -117,13 +118,13 @@ def test_folders_of_tiny_images_get_cifar_augmentation(tmp_path):
     )
 
 
-def _final_weights(out: Path) -> dict[str, torch.Tensor]:
-    return torch.load(out / "last.pt", weights_only=True)["model"]
+def test_resume_after_sigkill_is_bitwise_identical(tmp_path, monkeypatch):
+    """A run killed inside an epoch and resumed trains only the epochs left, and ends with the state of
+    the run that was never killed: weights, RMSProp's buffers, the step schedule, the EMA, the RNGs."""
+    import mobilenets.train.loop as loop
 
-
-def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
     data = _image_folder(tmp_path / "data", per_class=12)
-    args = [*TINY, "--data", str(data), "--epochs", "4", "--seed", "3"]
+    args = [*TINY, "--data", str(data), "--epochs", "4", "--seed", "3", "--recipe", "paper-v3"]
     ref = tmp_path / "ref"
     assert main(["train", *args, "--output", str(ref)]) == 0
     out = tmp_path / "killed"
@@ -135,10 +136,16 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
     time.sleep(0.3)  # somewhere inside epoch 2 (or its save)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert torch.load(out / "last.pt", weights_only=True)["epoch"] < 3
+    done = torch.load(out / "last.pt", weights_only=True)["epoch"] + 1
+    assert done < 4
+    epochs_run = []
+    train_epoch = loop._train_epoch
+    monkeypatch.setattr(loop, "_train_epoch", lambda run, epoch: epochs_run.append(epoch) or train_epoch(run, epoch))
     assert main(["train", *args, "--output", str(out), "--resume"]) == 0
-    a, b = _final_weights(ref), _final_weights(out)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert epochs_run == list(range(done, 4))  # the next epoch on, not from the start
+    a, b = (torch.load(d / "last.pt", weights_only=True) for d in (ref, out))
+    assert a["ema"] is not None and a["optimizer"]["state"]  # the recipe keeps an EMA and RMSProp buffers
+    assert all(same_state(a[k], b[k]) for k in RESUMED_STATE), [k for k in RESUMED_STATE if not same_state(a[k], b[k])]
     assert (ref / "metrics.csv").read_text().splitlines()[-1].split(",")[:4] == \
         (out / "metrics.csv").read_text().splitlines()[-1].split(",")[:4]  # fmt: skip
 
@@ -196,7 +203,7 @@ def test_recipes_follow_their_sources():
 
 def test_cifar_in_its_own_format(tmp_path, monkeypatch):
     """CIFAR-10 read from files written in CIFAR's python format; offline, the error says what to fetch."""
-    from mobilenets.data import load_train_data
+    from mobilenets.data.images import load_train_data
 
     monkeypatch.setenv("MOBILENETS_DATA", str(tmp_path))
     import torchvision.datasets as tvd
@@ -221,28 +228,35 @@ def test_cifar_in_its_own_format(tmp_path, monkeypatch):
     assert data.train.samples[0][0].shape == (32, 32, 3)
 
 
+KEEP_EACH_RANK = """
+import os, sys, torch
+import mobilenets.train.loop as loop
+from mobilenets.cli import main
+
+train = loop.train
+
+
+def train_and_keep_weights(cfg):  # each rank's parameters after training, to compare across ranks
+    result = train(cfg)
+    params = {k: v.detach().clone() for k, v in result["model"].named_parameters()}
+    torch.save(params, os.path.join(cfg.output, f"rank{os.environ['RANK']}.pt"))
+    return result
+
+
+loop.train = train_and_keep_weights
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_torchrun_ddp_two_cpu_processes(tmp_path):
+    """Two ranks on different halves of the data end with the same weights: gradients are averaged over
+    the ranks (without DDP each rank would train its own copy on its own half)."""
     data = _image_folder(tmp_path / "data", per_class=8)
     out = tmp_path / "ddp"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        "29517",
-        "-m",
-        "mobilenets",
-        "train",
-        *TINY,
-        "--data",
-        str(data),
-        "--output",
-        str(out),
-        "--epochs",
-        "2",
-    ]
+    script = tmp_path / "keep_each_rank.py"
+    script.write_text(KEEP_EACH_RANK)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+           str(script), "train", *TINY, "--data", str(data), "--output", str(out), "--epochs", "2"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("best val top-1") == 1  # only rank 0 prints the summary
@@ -250,6 +264,9 @@ def test_torchrun_ddp_two_cpu_processes(tmp_path):
     assert len((out / "metrics.csv").read_text().splitlines()) == 3
     state = torch.load(out / "last.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in state["model"])
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0].keys() == ranks[1].keys() and len(ranks[0]) > 50
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
 
 
 def test_bad_arguments_are_one_sentence(tmp_path, capsys):

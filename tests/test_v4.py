@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import randomize_bn
+from conftest import random_net
 from mobilenets import convert_state_dict, create_model, export, list_models, profile
 from mobilenets.models.blocks import MobileMQA, explicit_attention
 
@@ -22,14 +22,8 @@ V4 = [
 
 
 def _random_timm(name: str, **kwargs) -> torch.nn.Module:
-    """timm's model with random BN statistics and layer scales near 0.1, so every branch counts."""
-    model = randomize_bn(timm.create_model(name, **kwargs))
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if hasattr(m, "gamma") and isinstance(m.gamma, torch.nn.Parameter):
-                m.gamma.copy_(torch.rand(m.gamma.shape, generator=g) * 0.2)
-    return model.eval()
+    """timm's model as :func:`conftest.random_net` makes it: every branch counts."""
+    return random_net(timm.create_model(name, **kwargs)).eval()
 
 
 @pytest.mark.parametrize("name,timm_name,res,params,macs", V4)
@@ -108,7 +102,7 @@ def _mqa_geometry(model: torch.nn.Module) -> list[tuple[MobileMQA, int, int]]:
 
 def test_hybrid_exports_to_onnx(tmp_path):
     """The attention exports (checked in ONNX Runtime by export itself, 1e-4)."""
-    model = randomize_bn(create_model("mobilenet_v4_hybrid_medium", num_classes=10))
+    model = random_net(create_model("mobilenet_v4_hybrid_medium", num_classes=10))
     report = export(model, tmp_path / "h.onnx", img_size=128)
     assert report["max_rel_diff"] <= 1e-4
 

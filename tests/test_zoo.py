@@ -9,7 +9,7 @@ import torch
 
 from mobilenets import create_model, profile
 from mobilenets.cli import main
-from mobilenets.zoo import PUBLISHED, zoo_rows
+from mobilenets.evaluate.zoo import PUBLISHED, zoo_rows
 
 
 def _unit(x: float) -> float:
@@ -58,7 +58,7 @@ def test_profile_counts_against_torchvision():
         ref = getattr(torchvision.models, name)()
         ours = profile(create_model(name), 160)
         assert ours.params == sum(p.numel() for p in ref.parameters())
-        from mobilenets.profile import count_macs
+        from mobilenets.models.profile import count_macs
 
         assert ours.macs == count_macs(ref, 160)
 
@@ -85,7 +85,7 @@ def test_detection_and_segmentation_rows_match_torchvisions_own_counts(capsys):
     multiply-adds by the same counter) and against the printed rounding."""
     import torchvision
 
-    from mobilenets.profile import count_macs
+    from mobilenets.models.profile import count_macs
 
     builders = {"ssdlite320_mobilenet_v3_large": torchvision.models.detection.ssdlite320_mobilenet_v3_large,
                 "lraspp_mobilenet_v3_large": torchvision.models.segmentation.lraspp_mobilenet_v3_large}  # fmt: skip

@@ -14,17 +14,17 @@ from typing import Any
 
 import torch
 
-from .extras import check
-from .profile import profile
-from .train import TrainConfig, train
-from .zoo import plot, zoo_rows
+from mobilenets.evaluate.zoo import plot, zoo_rows
+from mobilenets.models.profile import profile
+from mobilenets.runtime.runners import measure_ms, onnxruntime_runner
+from mobilenets.train.config import TrainConfig
+from mobilenets.train.loop import train
+from mobilenets.util.extras import check
 
 DEMO = dict(model="mobilenet_v3_small", data="digits", epochs=6, batch_size=64, img_size=32, workers=0)
 
 
 def _latency_ms(fn: Any, x: Any) -> float:
-    from .deploy.runtime import measure_ms
-
     return statistics.median(measure_ms(fn, x, repeats=30))
 
 
@@ -59,12 +59,11 @@ def _deploy_rows(model: torch.nn.Module, out: Path, x: torch.Tensor) -> list[dic
     quantization-aware fine-tuning), each evaluated on the digits validation split and timed here at batch 1."""
     from PIL import Image
 
-    from .data import build_transforms, load_train_data
-    from .deploy import export, fuse
-    from .deploy.quantize import export_int8
-    from .deploy.runtime import _ort_runner
-    from .evaluate import evaluate
-    from .inference import load_classifier, torch_classifier
+    from mobilenets.data.images import build_transforms, load_train_data
+    from mobilenets.deploy import export, fuse
+    from mobilenets.deploy.quantize import export_int8
+    from mobilenets.evaluate.classify import evaluate
+    from mobilenets.runtime.classifier import load_classifier, torch_classifier
 
     data = load_train_data("digits")
     tf = build_transforms(model.pretrained_cfg, True, "none", False)
@@ -85,10 +84,10 @@ def _deploy_rows(model: torch.nn.Module, out: Path, x: torch.Tensor) -> list[dic
         write(path)
         clf = load_classifier(str(path))
         acc = evaluate(clf, "digits", workers=0)["top1"]
-        onnx = path.read_bytes()
         # ONNX Runtime only: OpenVINO's int8 inference crashed (SIGSEGV) in this process after NNCF on an
         # Intel Xeon with AMX (2026-12-03; alone it runs); `mobilenets bench` compares the runtimes.
-        latency = _latency_ms(_ort_runner(onnx, 2), x.numpy())
+        precision = "int8" if "int8" in stage else "fp32"
+        latency = _latency_ms(onnxruntime_runner(path.read_bytes(), precision), x.numpy())
         rows.append(dict(stage=stage, top1=acc, params=prof.params_no_bn, macs=prof.macs,
                          size_kb=path.stat().st_size / 1024, latency_ms=latency))  # fmt: skip
     return rows

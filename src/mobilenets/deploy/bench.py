@@ -11,23 +11,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..cpu import cpu_info
-from ..extras import needs
-from ..models.registry import build_model
-from ..models.tasks import task_of
-from ..weights.convert import TORCHVISION_FAMILIES
-from ..zoo import PUBLISHED, Published
-from .fuse import fuse
-from .runtime import (
-    BACKENDS,
-    PRECISION_BACKENDS,
-    _torch_runner,
-    available,
-    build_runner,
-    check_precision,
-    install_hint,
-    measure_ms,
-)
+from mobilenets.deploy.contract import model_metadata
+from mobilenets.deploy.detection import detection_onnx
+from mobilenets.deploy.mobile import phone_bytes
+from mobilenets.deploy.predictor import build_runner
+from mobilenets.deploy.wrappers import DetectionOutputs, SegmentationLogits
+from mobilenets.evaluate.zoo import PUBLISHED, Published
+from mobilenets.models.fuse import fuse
+from mobilenets.models.registry import build_model
+from mobilenets.models.tasks import build_task_model, task_of
+from mobilenets.runtime.detection import phone_detector
+from mobilenets.runtime.files import BACKEND_FORMATS
+from mobilenets.runtime.precision import BACKENDS, PRECISION_BACKENDS, available, check_precision, install_hint
+from mobilenets.runtime.runners import measure_ms, onnx_session, open_runner, torch_runner
+from mobilenets.util.cpu import cpu_info
+from mobilenets.util.extras import needs
+from mobilenets.weights.convert import TORCHVISION_FAMILIES
 
 TORCHVISION_TASKS = ("ssdlite320_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
 DETECTION_BACKENDS = ("eager", "onnxruntime", "litert", "executorch")  # the whole detector, NMS included
@@ -35,20 +34,19 @@ DETECTION_BACKENDS = ("eager", "onnxruntime", "litert", "executorch")  # the who
 
 def _detect_batch(model: Any) -> Any:
     """A detector as a batch function: each image of an NCHW batch in turn (torchvision's list input)."""
-    from ..dense_eval import torch_runner
 
-    run = torch_runner(model, "detection")
+    run = torch_runner(model, task="detection")
     return lambda x: run([torch.from_numpy(im) for im in x])
 
 
 def _torchvision_task_runner(name: str) -> Any:
     import torchvision
 
-    from ..dense_eval import torch_runner
-
     if name.startswith("ssdlite"):
         return _detect_batch(torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights_backbone=None))
-    run = torch_runner(torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights_backbone=None), "segmentation")
+    run = torch_runner(
+        torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights_backbone=None), task="segmentation"
+    )
     return lambda x: run(torch.from_numpy(x)).numpy()
 
 
@@ -56,10 +54,6 @@ def _dense_runners(name: str, pairs: list[tuple[str, str]], threads: int, calib:
     """Detection: the whole model (resizing, decoding, NMS) in PyTorch, as our ONNX graph in ONNX Runtime, and
     as the phone file in its runtime with NMS after it (as an app runs it); fp32, [0, 1] images of
     ``img_size``. Segmentation: the per-pixel logits on every backend, as classifiers."""
-    from ..models.tasks import build_task_model
-    from .detection import DetectionOutputs, detection_onnx, phone_detector
-    from .export import SegmentationLogits, model_metadata
-    from .mobile import BACKEND_FORMATS, phone_bytes, phone_runner
 
     model = build_task_model(name).eval()
     if model.task == "segmentation":
@@ -76,17 +70,11 @@ def _dense_runners(name: str, pairs: list[tuple[str, str]], threads: int, calib:
             outputs = DetectionOutputs(model).eval()
             x = torch.zeros(1, 3, outputs.size, outputs.size)
             fmt = BACKEND_FORMATS[backend]
-            run = phone_runner(phone_bytes(fuse(outputs), fmt, x, None), fmt, threads)
+            run = open_runner(backend, phone_bytes(fuse(outputs), fmt, x, None), "fp32", threads)
             detect = phone_detector(lambda b, r=run: torch.from_numpy(r(b.numpy())), outputs.size, outputs.selection)
             runners[(backend, precision)] = lambda x, d=detect: d([torch.from_numpy(im) for im in x])
         else:
-            with needs("Benchmarking ONNX Runtime"):
-                import onnxruntime as ort
-
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-            data, _ = detection_onnx(model, model_metadata(model))
-            session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+            session = onnx_session(detection_onnx(model, model_metadata(model))[0], threads)
             runners[(backend, precision)] = lambda x, s=session: [s.run(None, {"image": im}) for im in x]
     return runners
 
@@ -163,7 +151,7 @@ def bench(models: list[str], backends: list[str], batch_sizes: list[int], thread
             import torchvision
 
             ref = getattr(torchvision.models, name)().eval()
-            runners = {("torchvision eager", "fp32"): _torch_runner(ref, False), **runners}
+            runners = {("torchvision eager", "fp32"): torch_runner(ref), **runners}
         elif name in TORCHVISION_TASKS:
             runners = {("torchvision eager", "fp32"): _torchvision_task_runner(name), **runners}
         for batch in batch_sizes:

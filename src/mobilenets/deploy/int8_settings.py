@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ..cpu import cpu_info
-from ..extras import needs
-from .export import ExportError
+from mobilenets.deploy.contract import ExportError
+from mobilenets.util.cpu import cpu_info
+from mobilenets.util.extras import needs
 
 
 def weight_bits(bits: int | str = "auto") -> int:
@@ -35,14 +35,6 @@ def int8_metadata(bits: int) -> dict[str, Any]:
     runs_on = "any CPU" if bits == 7 else "CPUs with VNNI, AMX or ARM dot-product (AVX2 alone saturates)"
     return {"weight_bits": bits, "activations": "uint8 per tensor", "runs_exactly_on": runs_on,
             "made_on": cpu_info().summary}  # fmt: skip
-
-
-def saturation_warning(meta: dict[str, Any]) -> str | None:
-    """One sentence when an int8 file's weights saturate on this CPU, else None."""
-    if meta.get("int8", {}).get("weight_bits") == 8 and not cpu_info().int8_dot:
-        return ("This int8 file has full 8-bit weights, made for CPUs with VNNI/AMX; this "
-                f"{cpu_info().model} saturates them and loses accuracy: re-export with --weight-bits 7.")  # fmt: skip
-    return None
 
 
 def nncf_options(stem: list[str], subset_size: int, bits: int) -> dict[str, Any]:

@@ -16,17 +16,11 @@ JSON file with the same stem beside ``.tflite`` and ``.pte`` files (which carry 
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import json
 import os
-import platform
 import shutil
-import sys
 import tempfile
-import warnings
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,51 +28,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import atomic_write_bytes
-from ..extras import check, needs
-from ..models.blocks import explicit_attention
-from .export import ExportError, check_parity, model_metadata
-from .fuse import fuse
-
-MOBILE_FORMATS = ("tflite", "pte", "coreml")
-SUFFIXES = {"tflite": ".tflite", "pte": ".pte", "coreml": ".mlpackage"}
-
-
-def check_installed(fmt: str) -> None:
-    """One sentence naming the extra when a format's converter or runtime is missing."""
-    check("mobile", f"--format {fmt}")
-
-
-class NHWCInput(nn.Module):
-    """Takes NHWC images, as Android and iOS camera buffers are laid out, and runs ``model`` on NCHW."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.permute(0, 3, 1, 2))
-
-
-@contextlib.contextmanager
-def _quiet():
-    """The converters' and runtimes' progress output, logs and warnings (Python's and their native
-    libraries', written straight to file descriptor 2) kept off the user's terminal."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        with (
-            warnings.catch_warnings(),
-            contextlib.redirect_stdout(io.StringIO()),
-            contextlib.redirect_stderr(io.StringIO()),
-        ):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+from mobilenets.deploy.contract import ExportError, check_parity, model_metadata
+from mobilenets.deploy.detection import check_int8_detector, check_phone_detector
+from mobilenets.deploy.quantize import calibration_batch
+from mobilenets.deploy.wrappers import DetectionOutputs, NHWCInput, check_exportable
+from mobilenets.models.blocks import explicit_attention
+from mobilenets.models.fuse import fuse
+from mobilenets.runtime.files import (
+    FORMAT_RUNTIMES,
+    MOBILE_FORMATS,
+    RUNTIMES,
+    SUFFIXES,
+    check_installed,
+    output_name,
+    sidecar,
+)
+from mobilenets.runtime.runners import litert_io, open_runner
+from mobilenets.util.extras import needs
+from mobilenets.util.files import atomic_write_bytes
+from mobilenets.util.quiet import quiet
 
 
 def _pt2e(model: nn.Module, x: torch.Tensor, quantizer: Any, calib: torch.Tensor, fold: bool = True) -> nn.Module:
@@ -176,122 +144,12 @@ def _coreml_model(model: nn.Module, x: torch.Tensor, int8: bool, meta: dict[str,
     return ml
 
 
-def output_name(meta: dict[str, Any]) -> str:
-    """The output's name in a Core ML model: ``detections`` for a detector (boxes and probabilities),
-    ``logits`` for the others."""
-    return "detections" if meta.get("task") == "detection" else "logits"
-
-
 def phone_bytes(model: nn.Module, fmt: str, x: torch.Tensor, calib: torch.Tensor | None) -> bytes:
     """A ``tflite`` or ``pte`` file's bytes for an eval-mode model taking ``x``; int8 when ``calib`` is given.
     Attention (MobileNetV4's hybrids) is traced as explicit matmuls and softmax: the same numbers, and
     ExecuTorch's lowering of the fused kernel's output turned a later reshape into an impossible view."""
-    with _quiet(), explicit_attention():
+    with quiet(), explicit_attention():
         return (_tflite_bytes if fmt == "tflite" else _pte_bytes)(_relu6_as_clamp(model), x, calib)
-
-
-def sidecar(path: Path) -> Path:
-    """The JSON file that carries a ``.tflite`` / ``.pte`` export's classes and preprocessing: the file's
-    name plus ``.json`` (``m.tflite.json``), so that a ``.tflite`` and a ``.pte`` of one stem, or a
-    training folder's ``model.json``, never share one."""
-    return path.with_name(path.name + ".json")
-
-
-def read_sidecar(path: Path) -> dict[str, Any] | None:
-    side = sidecar(path)
-    return json.loads(side.read_text()) if side.is_file() else None
-
-
-@contextlib.contextmanager
-def _as_file(data: bytes | str, suffix: str) -> Iterator[str]:
-    """A path for a model given as bytes (a temporary file, removed once loaded) or as a path.
-
-    The runtimes load from a path, where they own what they read: loaded from Python bytes, ExecuTorch
-    read the buffer after Python had freed it (a segmentation fault when the runner was collected)."""
-    if not isinstance(data, bytes):
-        yield str(data)
-        return
-    fd, name = tempfile.mkstemp(suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        yield name
-    finally:
-        os.unlink(name)
-
-
-def litert_io(data: bytes | str, threads: int = 2) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """LiteRT's interpreter over a ``.tflite`` (bytes or path), with its input and output details."""
-    with needs("Running a .tflite file"):
-        from ai_edge_litert.interpreter import Interpreter
-
-    with _quiet(), _as_file(data, ".tflite") as path:
-        interpreter = Interpreter(model_path=path, num_threads=threads)
-        interpreter.allocate_tensors()
-    return interpreter, interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-
-
-def litert_runner(data: bytes | str, threads: int = 2) -> Callable[[np.ndarray], np.ndarray]:
-    """A batch function over a ``.tflite`` file (its bytes or path) in LiteRT's interpreter (XNNPACK),
-    one image at a time (the file's batch is 1), float in and out: int8 inputs and outputs (what
-    litert-torch's int8 files have) are quantized and dequantized with the file's own scales."""
-    interpreter, inp, out = litert_io(data, threads)
-    in_scale, in_zero = inp["quantization"]
-    out_scale, out_zero = out["quantization"]
-
-    def run(x: np.ndarray) -> np.ndarray:
-        outs = []
-        for image in x:
-            image = image[None].astype(np.float32)
-            if in_scale:
-                info = np.iinfo(inp["dtype"])
-                image = np.clip(np.round(image / in_scale) + in_zero, info.min, info.max).astype(inp["dtype"])
-            interpreter.set_tensor(inp["index"], np.ascontiguousarray(image))
-            interpreter.invoke()
-            y = interpreter.get_tensor(out["index"])
-            outs.append((y.astype(np.float32) - out_zero) * out_scale if out_scale else y.copy())
-        return np.concatenate(outs)
-
-    return run
-
-
-RUNTIMES = {"tflite": "LiteRT", "pte": "ExecuTorch"}  # each phone format's runtime here
-BACKEND_FORMATS = {"litert": "tflite", "executorch": "pte"}  # ``bench`` backend -> phone format
-
-
-def phone_runner(data: bytes | str, fmt: str, threads: int = 2) -> Callable[[np.ndarray], np.ndarray]:
-    """A batch function over a ``.tflite`` or ``.pte`` file (its bytes or path) in its own runtime."""
-    return (litert_runner if fmt == "tflite" else executorch_runner)(data, threads)
-
-
-_EXECUTORCH_THREADS: list[int] = []  # the thread count ExecuTorch's pool was last reset to
-
-
-def executorch_runner(data: bytes | str, threads: int = 2) -> Callable[[np.ndarray], np.ndarray]:
-    """A batch function over a ``.pte`` program (bytes or path) in ExecuTorch's runtime (XNNPACK), one
-    image at a time. Threads are set through ExecuTorch's only handle for them, a private call that
-    replaces the process's thread pool under every program already loaded: it is made only when the
-    count changes (in practice once per process), never between loads at the same count."""
-    with _quiet():
-        with needs("Running a .pte file"):
-            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-            from executorch.runtime import Runtime
-
-        if _EXECUTORCH_THREADS[-1:] != [threads]:
-            _unsafe_reset_threadpool(threads)
-            _EXECUTORCH_THREADS.append(threads)
-        with _as_file(data, ".pte") as path:
-            program = Runtime.get().load_program(path)
-            method = program.load_method("forward")
-
-    # One tuple holds both: CPython frees a tuple's items last to first, so the method goes before the
-    # program it runs from (as a default argument the program was freed first: defaults go before closures).
-    loaded = (program, method)
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([loaded[1].execute((torch.from_numpy(image[None]).float(),))[0].numpy() for image in x])
-
-    return run
 
 
 def _check_runtime(fmt: str, data: bytes, reference: nn.Module, x: torch.Tensor, int8: bool) -> dict[str, Any]:
@@ -299,9 +157,9 @@ def _check_runtime(fmt: str, data: bytes, reference: nn.Module, x: torch.Tensor,
     detections), int8 finite (detectors: in range, see :func:`.detection.check_int8_detector`)."""
     if fmt == "coreml":
         return {"runtime_check": "spec only: Core ML predictions need macOS"}
-    from .detection import DetectionOutputs, check_int8_detector, check_phone_detector
 
-    run, runtime = phone_runner(data, fmt), RUNTIMES[fmt]
+    run = open_runner(FORMAT_RUNTIMES[fmt], data, "int8" if int8 else "fp32")
+    runtime = RUNTIMES[fmt]
     nhwc = isinstance(reference, NHWCInput)
     if isinstance(inner := reference.model if nhwc else reference, DetectionOutputs):
 
@@ -331,8 +189,6 @@ def export_mobile(
     """Write ``model`` as a ``.tflite``, ``.pte`` or Core ML ``.mlpackage`` at ``path``; int8 when
     ``calib`` (a folder of images or an N x 3 x H x W tensor) is given. Checked in its runtime first
     (see the module doc); returns a report."""
-    from .export import _check_exportable
-    from .quantize import calibration_batch
 
     if format not in MOBILE_FORMATS:
         raise ExportError(f"Unknown phone format {format!r}; use one of {', '.join(MOBILE_FORMATS)}.")
@@ -340,7 +196,7 @@ def export_mobile(
     if Path(path).suffix != suffix:
         raise ExportError(f"A {format} export is a {suffix} file; name the output {Path(path).stem}{suffix}.")
     check_installed(format)
-    path, size = _check_exportable(model, path, img_size)
+    path, size = check_exportable(model, path, img_size)
     meta = model_metadata(model, class_names)
     cfg = meta["pretrained_cfg"] = {**meta["pretrained_cfg"], "input_size": (3, size, size)}
     batch = calibration_batch(calib, cfg, calib_size) if calib is not None else None
@@ -355,7 +211,7 @@ def export_mobile(
              "precision": "int8" if batch is not None else "fp32"}  # fmt: skip
     int8 = batch is not None
     if format == "coreml":
-        with _quiet():
+        with quiet():
             ml = _coreml_model(net, x, int8, meta)
     else:
         data = phone_bytes(net, format, x, batch)
@@ -367,16 +223,19 @@ def export_mobile(
         report["bytes"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         return report
     report |= _check_runtime(format, data, net, x, int8)
-    if format == "tflite":  # what an app feeds: float, or int8 with these scales (litert-torch's int8 files)
-        _, inp, out = litert_io(data)
-        meta["io"] = {
-            d["name"]: {"dtype": np.dtype(d["dtype"]).name, "shape": d["shape"].tolist(),
-                        "scale_zero_point": list(map(float, d["quantization"]))}
-            for d in (inp, out)
-        }  # fmt: skip
+    if format == "tflite":
+        meta["io"] = _tflite_io(data)
     atomic_write_bytes(sidecar(path), json.dumps(meta).encode())
     atomic_write_bytes(path, data)
     return report | {"bytes": len(data), "metadata": str(sidecar(path))}
+
+
+def _tflite_io(data: bytes) -> dict[str, Any]:
+    """What an app feeds a ``.tflite`` and gets back: float, or int8 with these scales (litert-torch's
+    int8 files), per input and output name."""
+    _, inp, out = litert_io(data)
+    return {d["name"]: {"dtype": np.dtype(d["dtype"]).name, "shape": d["shape"].tolist(),
+                        "scale_zero_point": list(map(float, d["quantization"]))} for d in (inp, out)}  # fmt: skip
 
 
 def _save_package(ml: Any, path: Path) -> None:
@@ -390,17 +249,3 @@ def _save_package(ml: Any, path: Path) -> None:
         tmp.rename(path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def coreml_runner(path: str | os.PathLike) -> Callable[[np.ndarray], np.ndarray]:
-    """A batch function over a Core ML package; predictions exist only on macOS."""
-    if platform.system() != "Darwin":
-        raise ExportError(f"{Path(path).name} is a Core ML model: its predictions need macOS (coremltools "
-                          "cannot run it on Linux); evaluate the .tflite or .pte export here instead.")  # fmt: skip
-    check_installed("coreml")
-    with needs("Running a Core ML model"):
-        import coremltools as ct
-
-    ml = ct.models.MLModel(str(path))
-    name = output_name(json.loads(ml.user_defined_metadata["mobilenets"]))
-    return lambda x: np.concatenate([ml.predict({"input": image[None]})[name] for image in x])

@@ -12,16 +12,17 @@ from __future__ import annotations
 import math
 import os
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..data import ImageDataset, build_transforms, load_train_data
-from ..extras import needs
-from .export import ExportError
-from .fuse import fuse
-from .int8_settings import nncf_options, shrink_weights, stem_nodes
+from mobilenets.data.images import ImageDataset, build_transforms, load_train_data
+from mobilenets.deploy.contract import ExportError, relative_diff
+from mobilenets.deploy.int8_settings import nncf_options, shrink_weights, stem_nodes
+from mobilenets.deploy.onnx import onnx_bytes
+from mobilenets.models.fuse import fuse
+from mobilenets.runtime.runners import onnx_session
+from mobilenets.util.extras import needs
 
 
 def _stem_node(model: nn.Module) -> str:
@@ -85,20 +86,15 @@ def qat_onnx(quantized: nn.Module, x: torch.Tensor) -> bytes:
         import nncf
         import onnx
 
-    from .export import _onnx_bytes
-
     plain = nncf.strip(quantized, do_copy=True, example_input=x)
-    model = onnx.load_from_string(_onnx_bytes(plain, x))
+    model = onnx.load_from_string(onnx_bytes(plain, x))
     shrink_weights(model, keep=set(stem_nodes(model)))
     return model.SerializeToString()
 
 
 def qat_check(onnx_bytes: bytes, quantized: nn.Module, x: torch.Tensor) -> float:
     """Relative max |diff| between ONNX Runtime and the fake-quantized model on ``x``."""
-    with needs("Quantization-aware fine-tuning"):
-        import onnxruntime as ort
-
-    got = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    got = onnx_session(onnx_bytes).run(None, {"input": x.numpy()})[0]
     with torch.no_grad():
         ref = quantized(x).numpy()
-    return float(np.abs(got - ref).max() / (np.abs(ref).max() + 1e-12))
+    return relative_diff(got, ref)

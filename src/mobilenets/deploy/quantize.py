@@ -23,12 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_write_bytes
-from ..extras import check, needs
-from ..preprocess import BadImageError, list_images, preprocess
-from .export import ExportError
-from .int8_settings import int8_metadata, nncf_options, shrink_weights, stem_nodes, weight_bits
-from .qat import qat_check, qat_finetune, qat_onnx
+from mobilenets.data.preprocess import BadImageError, list_images, preprocess
+from mobilenets.deploy.contract import ExportError, model_metadata
+from mobilenets.deploy.int8_settings import int8_metadata, nncf_options, shrink_weights, stem_nodes, weight_bits
+from mobilenets.deploy.onnx import add_metadata, check_onnx, onnx_bytes
+from mobilenets.deploy.qat import qat_check, qat_finetune, qat_onnx
+from mobilenets.deploy.wrappers import check_exportable, exportable
+from mobilenets.runtime.files import read_metadata
+from mobilenets.util.extras import check, needs
+from mobilenets.util.files import atomic_write_bytes
 
 
 def calibration_batch(calib: torch.Tensor | str | os.PathLike, cfg: dict[str, Any], limit: int = 128) -> torch.Tensor:
@@ -66,8 +69,6 @@ def quantize_onnx(fp32: bytes, calib: torch.Tensor, bits: int | str = "auto") ->
         import nncf
         import onnx
 
-    from .export import _add_metadata, read_metadata
-
     model = onnx.load_from_string(fp32)
     inputs = calib.numpy().astype(np.float32)
     dataset = nncf.Dataset([inputs[i : i + 1] for i in range(len(inputs))], lambda x: {"input": x})
@@ -76,7 +77,7 @@ def quantize_onnx(fp32: bytes, calib: torch.Tensor, bits: int | str = "auto") ->
     with redirect_stdout(io.StringIO()):  # NNCF's progress bars: stdout stays for results (--json)
         out = nncf.quantize(model, dataset, **nncf_options(stem, len(inputs), bits))
     shrink_weights(out, keep=set(stem))
-    return _add_metadata(out.SerializeToString(), {**read_metadata(model), "int8": int8_metadata(bits)})
+    return add_metadata(out.SerializeToString(), {**read_metadata(model), "int8": int8_metadata(bits)})
 
 
 def export_int8(
@@ -93,11 +94,10 @@ def export_int8(
     """Export ``model`` to an int8 QDQ ONNX file at ``path`` calibrated on ``calib``; with ``qat`` (training
     data, as ``mobilenets train --data`` takes) after quantization-aware fine-tuning on it. ``bits``: weight
     bits, 7 or 8 (default: what this CPU runs exactly; see :func:`weight_bits`)."""
-    from .export import _add_metadata, _check_exportable, _onnx_bytes, check_onnx, exportable, model_metadata
 
     check("int8", "int8 ONNX export")
     model = exportable(model, "onnx", int8=True)
-    path, size = _check_exportable(model, path, img_size)
+    path, size = check_exportable(model, path, img_size)
     bits = weight_bits(bits)
     cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
     batch = calibration_batch(calib, cfg, calib_size)
@@ -107,13 +107,13 @@ def export_int8(
     x = batch[:1]
     meta = model_metadata(model)
     meta["pretrained_cfg"] = cfg
-    fp32 = _add_metadata(_onnx_bytes(model, x), meta)
+    fp32 = add_metadata(onnx_bytes(model, x), meta)
     check_onnx(fp32, model, x)
     report = {"path": str(path), "format": "onnx-int8", "img_size": size, "fp32_bytes": len(fp32),
               "calibration_images": len(batch), "weight_bits": bits}  # fmt: skip
     if qat:
         quantized = qat_finetune(model, qat, batch, epochs=qat_epochs, lr=qat_lr, bits=bits)
-        data = _add_metadata(qat_onnx(quantized, x), {**meta, "int8": int8_metadata(bits)})
+        data = add_metadata(qat_onnx(quantized, x), {**meta, "int8": int8_metadata(bits)})
         diff = qat_check(data, quantized, x)
         if diff > 0.1:
             raise ExportError(f"The int8 ONNX model differs from the fine-tuned model by {diff:.0%} of its "

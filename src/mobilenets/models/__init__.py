@@ -2,7 +2,7 @@
 ``mobilenet_v4``, the papers' tables as data), the builder (:mod:`.model`) and the registry. It imports
 no training, data, deployment or command-line code; those import it."""
 
-from .model import MobileNet
-from .registry import build_model, list_models, model_entry
+from mobilenets.models.model import MobileNet
+from mobilenets.models.registry import build_model, list_models, model_entry
 
 __all__ = ["MobileNet", "build_model", "list_models", "model_entry"]

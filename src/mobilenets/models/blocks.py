@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from .layers import ConvNormAct, LayerScale, SqueezeExcite, conv2d
+from mobilenets.models.layers import ConvNormAct, LayerScale, SqueezeExcite, conv2d
 
 _EXPLICIT_ATTENTION = ContextVar("explicit_attention", default=False)
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import MobileNet
-from .taps import Taps, lraspp_cuts
+from mobilenets.models.model import MobileNet
+from mobilenets.models.taps import Taps, lraspp_cuts
 
 
 class LRASPPHead(nn.Module):

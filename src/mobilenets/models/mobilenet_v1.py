@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .spec import LayerSpec, NetSpec, stage_ids
+from mobilenets.models.spec import LayerSpec, NetSpec, stage_ids
 
 
 # --- MobileNetV1, Table 1 (Howard et al. 2017): depthwise separable rows (out channels, stride) ---

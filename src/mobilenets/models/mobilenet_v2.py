@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .layers import make_divisible
-from .spec import LayerSpec, NetSpec
+from mobilenets.models.layers import make_divisible
+from mobilenets.models.spec import LayerSpec, NetSpec
 
 
 # --- MobileNetV2, Table 2 (Sandler et al. 2018): expansion t, channels c, repeats n, stride s ---

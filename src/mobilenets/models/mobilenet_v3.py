@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .layers import make_divisible
-from .spec import LayerSpec, NetSpec, stage_ids
+from mobilenets.models.layers import make_divisible
+from mobilenets.models.spec import LayerSpec, NetSpec, stage_ids
 
 
 # --- MobileNetV3, Tables 1 (Large) and 2 (Small) (Howard et al. 2019) ---

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .layers import make_divisible
-from .spec import LayerSpec, NetSpec
+from mobilenets.models.layers import make_divisible
+from mobilenets.models.spec import LayerSpec, NetSpec
 
 
 # --- MobileNetV4, the appendix tables (Qin et al. 2024), as the authors' TF Model Garden spec writes them ---

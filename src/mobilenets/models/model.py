@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import (
+from mobilenets.models.blocks import (
     DepthwiseSeparable,
     FusedInvertedBottleneck,
     InvertedResidual,
@@ -18,8 +18,8 @@ from .blocks import (
     Residual,
     UniversalInvertedBottleneck,
 )
-from .layers import ConvNormAct, make_activation
-from .spec import LayerSpec, NetSpec
+from mobilenets.models.layers import ConvNormAct, make_activation
+from mobilenets.models.spec import LayerSpec, NetSpec
 
 OUTPUT_STRIDES = (8, 16, 32)
 
@@ -53,6 +53,37 @@ BLOCKS: dict[str, Callable[[LayerSpec, int, dict[str, Any]], nn.Module]] = {
 
 def _build_block(spec: LayerSpec, dilation: int, norm: dict[str, Any]) -> nn.Module:
     return BLOCKS[spec.kind](spec, dilation, norm)
+
+
+def _build_body(spec: NetSpec, norm: dict[str, Any], output_stride: int, dilate_first: bool
+                ) -> tuple[list[nn.Module], list[int], list[int]]:  # fmt: skip
+    """The blocks, with stride-2 layers past ``output_stride`` made stride 1 and the layers after them
+    dilated instead; and the reduction after the stem and each block, actual and nominal (without dilation:
+    it decides the stage ends)."""
+    stride, dilation, blocks = spec.stem.stride, 1, []
+    reductions, nominal = [stride], [stride]
+    for layer in spec.blocks:
+        nominal.append(nominal[-1] * layer.stride)
+        next_dilation = dilation
+        if stride * layer.stride > output_stride:
+            next_dilation, layer = dilation * layer.stride, replace(layer, stride=1)
+        else:
+            stride *= layer.stride
+        blocks.append(_build_block(layer, next_dilation if dilate_first else dilation, norm))
+        dilation = next_dilation
+        reductions.append(stride)
+    return blocks, reductions, nominal
+
+
+def _feature_info(spec: NetSpec, reductions: list[int], nominal: list[int]) -> FeatureInfo:
+    """One entry per stage end (the last layer before the nominal reduction changes)."""
+    info = FeatureInfo()
+    widths = [spec.stem.out_ch] + [b.out_ch for b in spec.blocks]
+    for i, red in enumerate(nominal):
+        if i + 1 == len(nominal) or nominal[i + 1] != red:
+            name = "stem" if i == 0 else f"blocks.{i - 1}"
+            info.append(dict(num_chs=widths[i], reduction=reductions[i], module=name, index=i))
+    return info
 
 
 class MobileNet(nn.Module):
@@ -91,32 +122,12 @@ class MobileNet(nn.Module):
         self.spec = spec
         norm = dict(bn_eps=bn_eps, bn_momentum=bn_momentum, padding=padding)
         self.stem = _build_block(spec.stem, 1, norm)
-
-        # Stride 2 layers past output_stride become stride 1; the layers after them dilate instead.
-        stride, dilation, blocks = spec.stem.stride, 1, []
-        reductions = [stride]  # actual output reduction of stem and each block
-        nominal = [stride]  # reduction without dilation: decides stage ends
-        for layer in spec.blocks:
-            nominal.append(nominal[-1] * layer.stride)
-            next_dilation = dilation
-            if stride * layer.stride > output_stride:
-                next_dilation, layer = dilation * layer.stride, replace(layer, stride=1)
-            else:
-                stride *= layer.stride
-            blocks.append(_build_block(layer, next_dilation if dilate_first else dilation, norm))
-            dilation = next_dilation
-            reductions.append(stride)
+        blocks, reductions, nominal = _build_body(spec, norm, output_stride, dilate_first)
         self.blocks = nn.Sequential(*blocks)
         for i, block in enumerate(blocks):  # stochastic depth grows linearly with depth (timm's rule)
             if isinstance(block, Residual):
                 block.set_drop_path(drop_path_rate * i / len(blocks))
-
-        self.feature_info = FeatureInfo()
-        widths = [spec.stem.out_ch] + [b.out_ch for b in spec.blocks]
-        for i, red in enumerate(nominal):
-            if i + 1 == len(nominal) or nominal[i + 1] != red:
-                name = "stem" if i == 0 else f"blocks.{i - 1}"
-                self.feature_info.append(dict(num_chs=widths[i], reduction=reductions[i], module=name, index=i))
+        self.feature_info = _feature_info(spec, reductions, nominal)
         bad_index = max(out_indices, default=0) >= len(self.feature_info) or min(out_indices, default=0) < 0
         if features_only and bad_index:
             raise ValueError(f"out_indices must lie in 0..{len(self.feature_info) - 1}, got {tuple(out_indices)}.")
@@ -125,18 +136,22 @@ class MobileNet(nn.Module):
         if features_only:
             self.feature_info = FeatureInfo(self.feature_info[i] for i in self.out_indices)
             return
+        self._build_head(spec, dict(bn_eps=bn_eps, bn_momentum=bn_momentum), dropout)
+        self.classifier: nn.Module = nn.Identity()
+        self.reset_classifier(num_classes)
+        self._init_weights()
 
-        width = widths[-1]
-        self.head_conv = (
-            ConvNormAct(width, spec.head_conv, 1, act=spec.head_act, bn_eps=bn_eps, bn_momentum=bn_momentum)
-            if spec.head_conv
-            else nn.Identity()
-        )
+    def _build_head(self, spec: NetSpec, norm: dict[str, Any], dropout: float) -> None:
+        """The layers after the last block: the 1x1 head conv (V1-V3), then pooling and the pre-logits
+        layer (V3: linear with bias; V4: a 1x1 conv with BN on the pooled map)."""
+        width = spec.blocks[-1].out_ch if spec.blocks else spec.stem.out_ch
+        self.head_conv = ConvNormAct(width, spec.head_conv, 1, act=spec.head_act, **norm) if spec.head_conv \
+            else nn.Identity()  # fmt: skip
         self.num_features = spec.head_conv or width
-        if spec.head_norm:  # V4: a 1x1 conv with BN on the pooled map
+        if spec.head_norm:
             self.pre_logits = nn.Sequential(ConvNormAct(self.num_features, spec.head_hidden, 1, act=spec.head_act,
-                                                        bn_eps=bn_eps, bn_momentum=bn_momentum))  # fmt: skip
-        elif spec.head_hidden:  # V3: a linear layer with bias
+                                                        **norm))  # fmt: skip
+        elif spec.head_hidden:
             self.pre_logits = nn.Sequential(
                 nn.Linear(self.num_features, spec.head_hidden), make_activation(spec.head_act)
             )
@@ -144,9 +159,6 @@ class MobileNet(nn.Module):
             self.pre_logits = nn.Identity()
         self.head_hidden_size = spec.head_hidden or self.num_features
         self.dropout = nn.Dropout(dropout)
-        self.classifier: nn.Module = nn.Identity()
-        self.reset_classifier(num_classes)
-        self._init_weights()
 
     def _init_weights(self) -> None:
         """torchvision's initialisation: Kaiming-normal (fan-out) convs, N(0, 0.01) linears."""

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from . import mobilenet_v1, mobilenet_v2, mobilenet_v3, mobilenet_v4
-from .model import MobileNet
-from .spec import NetSpec, for_small_input, with_in_chans
+from mobilenets.models import mobilenet_v1, mobilenet_v2, mobilenet_v3, mobilenet_v4
+from mobilenets.models.model import MobileNet
+from mobilenets.models.spec import NetSpec, for_small_input, with_in_chans
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

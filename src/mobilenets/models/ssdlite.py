@@ -16,9 +16,9 @@ from torch import nn
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD, SSDScoringHead
 
-from .layers import ConvNormAct
-from .model import MobileNet
-from .taps import Taps, ssdlite_cuts
+from mobilenets.models.layers import ConvNormAct
+from mobilenets.models.model import MobileNet
+from mobilenets.models.taps import Taps, ssdlite_cuts
 
 EXTRA_DEPTHS = (512, 256, 256, 128)  # the four extra layers after the backbone (TF Object Detection API)
 BN = dict(bn_eps=1e-3, bn_momentum=0.03)  # TF's 0.001 / 0.97, as torchvision's SSDLite

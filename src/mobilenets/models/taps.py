@@ -7,7 +7,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .model import MobileNet
+from mobilenets.models.model import MobileNet
 
 END = -1  # the cut after the whole body: the last block and the last 1x1 conv (``head_conv``)
 

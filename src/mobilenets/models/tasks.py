@@ -16,18 +16,18 @@ from typing import Any
 
 from torch import nn
 
-from .lraspp import LRASPP
-from .model import MobileNet
-from .registry import IMAGENET_MEAN, IMAGENET_STD, MODELS, build_model, model_entry
-from .registry import list_models as list_classifiers
-from .ssdlite import BN, ssdlite
+from mobilenets.models.lraspp import LRASPP
+from mobilenets.models.model import MobileNet
+from mobilenets.models.registry import IMAGENET_MEAN, IMAGENET_STD, MODELS, build_model, model_entry
+from mobilenets.models.registry import list_models as list_classifiers
+from mobilenets.models.ssdlite import BN, ssdlite
 
 TASKS = {"ssdlite_": "detection", "lraspp_": "segmentation"}
 ALIASES = {"ssdlite320_mobilenet_v3_large": "ssdlite_mobilenet_v3_large"}
 DEFAULT_CLASSES = {"detection": 91, "segmentation": 21}  # COCO's 91 ids; VOC's 21 classes
 SSD_OPTIONS = ("score_thresh", "nms_thresh", "detections_per_img", "topk_candidates", "size")
 BACKBONE_OPTIONS = ("width_mult", "reduced_tail", "minimalistic", "padding")
-OPTIONS = ("num_classes", "pretrained_backbone", *BACKBONE_OPTIONS)
+OPTIONS = ("num_classes", *BACKBONE_OPTIONS)
 
 
 def task_of(name: str) -> str:
@@ -49,17 +49,6 @@ def list_models(task: str = "classification") -> list[str]:
     return sorted([prefix + n for n in MODELS] + [a for a, n in ALIASES.items() if n.startswith(prefix)])
 
 
-def _backbone(name: str, pretrained: str | None, **kwargs: Any) -> MobileNet:
-    """The classification net to cut, with ``pretrained`` weights (loaded before its classifier goes)."""
-    if pretrained is None:
-        return build_model(name, num_classes=0, **kwargs)
-    from .. import create_model  # weights live outside the model package
-
-    net = create_model(name, pretrained=pretrained, **kwargs)
-    net.reset_classifier(0)
-    return net
-
-
 def task_backbone(name: str) -> str:
     """The classification model under a detection or segmentation name (unknown ones: the registry's
     one-sentence error)."""
@@ -70,10 +59,10 @@ def task_backbone(name: str) -> str:
     return backbone
 
 
-def build_task_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build a detection or segmentation model (see the module docstring for the configuration)."""
-    task = task_of(name)
-    backbone = task_backbone(name)
+def task_options(name: str, pretrained_backbone: bool = False, **kwargs: Any) -> tuple[str, dict, dict]:
+    """Validate a task model's options: (backbone name, the backbone's build options, the head's options).
+    The backbone's depend on the task and on whether it gets ImageNet weights (``pretrained_backbone``)."""
+    task, backbone = task_of(name), task_backbone(name)
     allowed = OPTIONS + SSD_OPTIONS if task == "detection" else OPTIONS
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
@@ -83,25 +72,38 @@ def build_task_model(name: str, **kwargs: Any) -> nn.Module:
     num_classes = kwargs.pop("num_classes", DEFAULT_CLASSES[task])
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2 (background included), got {num_classes!r}.")
-    pretrained = kwargs.pop("pretrained_backbone", None)
     net_args = {k: kwargs.pop(k) for k in BACKBONE_OPTIONS if k in kwargs}
-    is_v3 = "reduced_tail" in model_entry(backbone).options
     if task == "detection":
-        if is_v3:
-            net_args.setdefault("reduced_tail", pretrained is None)
-        net = _backbone(backbone, pretrained, **BN, **net_args)
-        model = ssdlite(net, num_classes, init_backbone=pretrained is None, **kwargs)
+        if "reduced_tail" in model_entry(backbone).options:
+            net_args.setdefault("reduced_tail", not pretrained_backbone)
+        net_args.update(BN)
     else:
-        net = _backbone(backbone, pretrained, dilated=True, **net_args)
+        net_args["dilated"] = True
+    return backbone, net_args, {"num_classes": num_classes, **kwargs}
+
+
+def build_task_model(name: str, backbone: MobileNet | None = None, **kwargs: Any) -> nn.Module:
+    """Build a detection or segmentation model (see the module docstring for the configuration) on
+    ``backbone``, a classification net built with :func:`task_options`' backbone options and its classifier
+    removed (pretrained weights: the factory passes it, as torchvision's ``weights_backbone``); a random
+    one when ``None``."""
+    task = task_of(name)
+    backbone_name, net_args, head = task_options(name, pretrained_backbone=backbone is not None, **kwargs)
+    net = backbone if backbone is not None else build_model(backbone_name, num_classes=0, **net_args)
+    num_classes = head.pop("num_classes")
+    if task == "detection":
+        model = ssdlite(net, num_classes, init_backbone=backbone is None, **head)
+    else:
         model = LRASPP(net, num_classes)
     model.model_name = name
     model.num_classes = num_classes
     # Weights can change the backbone (Google's TFLite files: TF "SAME" padding, minimalistic V3), so
     # its own arguments are the ones recorded: a checkpoint then rebuilds the net it was trained as.
+    given = {k: net_args[k] for k in BACKBONE_OPTIONS if k in net_args}
     built = {k: net.model_args[k] for k in BACKBONE_OPTIONS if k in net.model_args}
-    model.model_args = {"num_classes": num_classes, **net_args, **built, **kwargs}
-    model.backbone_name = backbone
-    model.pretrained_cfg = _preprocessing(task, kwargs.get("size", 320))
+    model.model_args = {"num_classes": num_classes, **given, **built, **head}
+    model.backbone_name = backbone_name
+    model.pretrained_cfg = _preprocessing(task, head.get("size", 320))
     return model
 
 

@@ -21,7 +21,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+from mobilenets.models.registry import IMAGENET_MEAN, IMAGENET_STD
 
 TV = "https://download.pytorch.org/models/"
 TV_CARD = "torchvision weights metadata ({})"

@@ -11,8 +11,9 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import nn
 
-from ..models.registry import build_model
-from ..models.spec import LayerSpec, NetSpec
+from mobilenets.models.registry import build_model
+from mobilenets.models.spec import LayerSpec, NetSpec
+from mobilenets.models.tasks import build_task_model, task_of
 
 SOURCES = ("torchvision", "timm", "mobilenets")
 TORCHVISION_FAMILIES = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
@@ -169,7 +170,6 @@ def convert_state_dict(
     built with ``kwargs``; shapes are checked, a missing or misshapen key raises ``ValueError``.
     Detection and segmentation: torchvision's ``ssdlite320_mobilenet_v3_large`` and
     ``lraspp_mobilenet_v3_large``."""
-    from ..models.tasks import build_task_model, task_of
 
     if task_of(name) != "classification":
         return convert_for(build_task_model(name, **kwargs), state_dict, source)

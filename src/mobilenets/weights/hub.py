@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .catalog import BY_NAME, UnknownWeights, Weights, release
-from .convert import convert_for
+from mobilenets.weights.catalog import BY_NAME, UnknownWeights, Weights, release
+from mobilenets.weights.convert import convert_for
 
 
 class WeightsError(ValueError):

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.registry import build_model
-from .hub import WeightsError
+from mobilenets.models.registry import build_model
+from mobilenets.weights.hub import WeightsError
 
 CANDIDATES: tuple[tuple[str, float, bool], ...] = (
     *[("mobilenet_v1", w, False) for w in (0.25, 0.5, 0.75, 1.0)],
@@ -249,6 +249,25 @@ def _attach_fake_quant(model: nn.Module, graph: Graph) -> None:
                 block.register_forward_hook(hook)
 
 
+def _copy_convs(graph: Graph, model: nn.Module) -> None:
+    """Copy every convolution of the TFLite graph, in graph order, into ``model``'s (a bias without a conv
+    bias becomes the shift of an identity BN)."""
+    convs = [op for op in graph.ops if op.kind in CONV_OPS]
+    bns = {id(m[0]): m[1] for m in model.modules()
+           if isinstance(m, nn.Sequential) and len(m) > 1 and isinstance(m[1], nn.BatchNorm2d)}  # fmt: skip
+    with torch.no_grad():
+        for op, layer in zip(convs, _torch_layers(model)):
+            weight = torch.from_numpy(graph.value(op.inputs[1]))
+            weight = weight.permute(3, 0, 1, 2) if op.kind == "DEPTHWISE_CONV_2D" else weight.permute(0, 3, 1, 2)
+            layer.weight.copy_(weight.reshape(layer.weight.shape))
+            has_bias = len(op.inputs) > 2 and op.inputs[2] >= 0
+            bias = torch.from_numpy(graph.value(op.inputs[2])) if has_bias else torch.zeros(weight.shape[0])
+            if layer.bias is not None:
+                layer.bias.copy_(bias)
+            else:
+                _identity_bn(bns[id(layer)], bias)
+
+
 def load_tflite(
     path: str | os.PathLike, *, keep_background: bool = False, fake_quant: bool = False, **kwargs: Any
 ) -> nn.Module:
@@ -274,29 +293,11 @@ def load_tflite(
     if expected is not None and expected != name:
         raise WeightsError(f"{path} holds a {name} (width {width:g}), not a {expected}.")
     model = build_model(name, num_classes=1001, **kwargs)
-    convs = [op for op in graph.ops if op.kind in CONV_OPS]
-    bns = {id(m[0]): m[1] for m in model.modules()
-           if isinstance(m, nn.Sequential) and len(m) > 1 and isinstance(m[1], nn.BatchNorm2d)}  # fmt: skip
-    with torch.no_grad():
-        for op, layer in zip(convs, _torch_layers(model)):
-            weight = torch.from_numpy(graph.value(op.inputs[1]))
-            if op.kind == "DEPTHWISE_CONV_2D":
-                weight = weight.permute(3, 0, 1, 2)
-            else:
-                weight = weight.permute(0, 3, 1, 2)
-            layer.weight.copy_(weight.reshape(layer.weight.shape))
-            bias = (
-                torch.from_numpy(graph.value(op.inputs[2]))
-                if len(op.inputs) > 2 and op.inputs[2] >= 0
-                else torch.zeros(weight.shape[0])
-            )
-            if layer.bias is not None:
-                layer.bias.copy_(bias)
-            else:
-                _identity_bn(bns[id(layer)], bias)
-        if not keep_background:
-            head = model.classifier
-            model.reset_classifier(1000)
+    _copy_convs(graph, model)
+    if not keep_background:
+        head = model.classifier
+        model.reset_classifier(1000)
+        with torch.no_grad():
             model.classifier.weight.copy_(head.weight[1:])
             model.classifier.bias.copy_(head.bias[1:])
     if fake_quant:

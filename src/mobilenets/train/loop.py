@@ -30,114 +30,15 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from . import autobatch
-from .checkpoint import atomic_save_safetensors, atomic_torch_save, atomic_write_bytes, atomic_write_json
-from .extras import has
-from .inference import BEST, MODEL_JSON
-from .models.registry import model_entry
-from .models.tasks import task_backbone, task_of
-from .preprocess import DataError
-from .recipes import RECIPES, Recipe
-from .train_tasks import train_task
-
-AMP = ("none", "bf16", "fp16")
-
-
-class TrainingError(RuntimeError):
-    """Training cannot start or go on; the message says why and what to do."""
-
-
-@dataclass
-class TrainConfig:
-    """The arguments of ``mobilenets train`` (see the README)."""
-
-    model: str
-    data: str
-    output: str
-    width_mult: float = 1.0
-    pretrained: str | None = None
-    epochs: int = 10
-    batch_size: int | str = "auto"  # "auto": the largest that fits this machine's memory (see autobatch)
-    img_size: int | None = None
-    lr: float | None = None
-    recipe: str | None = None
-    workers: int = 2
-    seed: int = 0
-    amp: str = "none"
-    small_input: bool = False
-    strict_data: bool = False
-    resume: bool = False
-    channels_last: bool | None = None
-    clip_grad: float | None = None
-    sync_bn: bool = False
-    label_map: str | None = None  # segmentation masks: "coco-voc" (see dense_data)
-    extra_model_args: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        task = task_of(self.model)
-        if task == "classification":
-            model_entry(self.model)
-        else:
-            task_backbone(self.model)
-            if self.small_input:
-                raise ValueError("--small-input is for classification models.")
-        if self.label_map is not None and task != "segmentation":
-            raise ValueError("--label-map is for segmentation models (lraspp_...).")
-        if self.epochs < 1:
-            raise ValueError(f"--epochs must be >= 1, got {self.epochs}.")
-        if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise ValueError(f"--batch-size must be auto or an integer >= 1, got {self.batch_size!r}.")
-        if self.img_size is not None and self.img_size < 16:
-            raise ValueError(f"--img-size must be >= 16, got {self.img_size}.")
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"--lr must be a positive number, got {self.lr}.")
-        if self.recipe is not None and self.recipe not in RECIPES:
-            raise ValueError(f"Unknown recipe {self.recipe!r}; use one of {', '.join(RECIPES)}.")
-        if self.recipe == "finetune" and not self.pretrained:
-            raise ValueError("The finetune recipe needs --pretrained (torchvision, timm or a weights file).")
-        if self.amp not in AMP:
-            raise ValueError(f"--amp must be one of {', '.join(AMP)}, got {self.amp!r}.")
-        if self.amp == "fp16" and not torch.cuda.is_available():
-            raise ValueError("--amp fp16 needs a CUDA GPU; on CPU use --amp bf16.")
-        if self.sync_bn and not torch.cuda.is_available():
-            raise ValueError("--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm runs on GPU only).")
-        if self.workers < 0:
-            raise ValueError(f"--workers must be >= 0, got {self.workers}.")
-
-
-# --- distributed -----------------------------------------------------------------------------------
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed() -> Dist:
-    """Join the process group when started by ``torchrun`` (gloo on CPU, nccl on GPU)."""
-    cuda = torch.cuda.is_available()
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) < 2:
-        return Dist(device=torch.device("cuda" if cuda else "cpu"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if cuda:
-        torch.cuda.set_device(local)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    device = torch.device(f"cuda:{local}" if cuda else "cpu")
-    return Dist(dist.get_rank(), dist.get_world_size(), local, device)
-
-
-def _all_reduce(values: list[float], d: Dist) -> list[float]:
-    if d.world == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=d.device)
-    dist.all_reduce(t)
-    return t.tolist()
+from mobilenets.data.preprocess import DataError
+from mobilenets.train import autobatch
+from mobilenets.train.config import TrainConfig, TrainingError
+from mobilenets.train.dist import Dist, all_reduce, setup_distributed
+from mobilenets.train.recipes import RECIPES, Recipe
+from mobilenets.train.tasks import train_task
+from mobilenets.util.extras import has
+from mobilenets.util.files import atomic_save_safetensors, atomic_torch_save, atomic_write_bytes, atomic_write_json
+from mobilenets.weights.factory import BEST, MODEL_JSON
 
 
 # --- state -----------------------------------------------------------------------------------------
@@ -448,7 +349,7 @@ def _train_epoch(run: Run, epoch: int) -> tuple[float, int, float]:
             break
     bar.close()
     elapsed = time.perf_counter() - t0
-    loss_sum, seen = _all_reduce([loss_sum, seen], d)
+    loss_sum, seen = all_reduce([loss_sum, seen], d)
     return loss_sum, int(seen), elapsed
 
 

@@ -1,4 +1,4 @@
-"""Top-1 / top-5 evaluation of a :class:`~mobilenets.inference.Classifier` on a folder of images."""
+"""Top-1 / top-5 evaluation of a :class:`~mobilenets.runtime.classifier.Classifier` on a folder of images."""
 
 from __future__ import annotations
 
@@ -13,10 +13,18 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .classes import imagenet_wnids
-from .data import BUILTIN, load_train_data
-from .inference import Classifier
-from .preprocess import BadImageError, DataError, class_folders, eval_resize_crop, list_images, preprocess, to_tensor
+from mobilenets.data.images import BUILTIN, load_train_data
+from mobilenets.data.preprocess import (
+    BadImageError,
+    DataError,
+    class_folders,
+    eval_resize_crop,
+    list_images,
+    preprocess,
+    to_tensor,
+)
+from mobilenets.runtime.classifier import Classifier
+from mobilenets.weights.classes import imagenet_wnids
 
 
 @dataclass

@@ -13,7 +13,7 @@ from importlib.resources import files
 @cache
 def imagenet_classes() -> tuple[tuple[str, str], ...]:
     """``(wnid, name)`` for class 0..999."""
-    data = json.loads(files("mobilenets").joinpath("data/imagenet_classes.json").read_text())
+    data = json.loads(files("mobilenets.weights").joinpath("imagenet_classes.json").read_text())
     return tuple((wnid, name) for wnid, name in data)
 
 

@@ -6,7 +6,8 @@ import importlib.metadata
 import platform
 from typing import Any
 
-from .cpu import PRECISIONS, cpu_info
+from mobilenets.runtime.precision import BACKENDS, PRECISION_BACKENDS, available
+from mobilenets.util.cpu import PRECISIONS, cpu_info
 
 PACKAGES = ("mobilenets", "torch", "torchvision", "numpy", "onnx", "onnxruntime", "openvino", "nncf", "timm",
             "ai-edge-litert", "executorch", "litert-torch", "coremltools")  # fmt: skip
@@ -22,7 +23,6 @@ def _version(package: str) -> str | None:
 def environment() -> dict[str, Any]:
     """Versions, CPU, instruction sets, installed backends and, per precision, the backends that keep it
     here (an empty list with the reason where the CPU cannot)."""
-    from .deploy.runtime import BACKENDS, PRECISION_BACKENDS, available
 
     cpu = cpu_info()
     backends = [b for b in BACKENDS if available(b)]

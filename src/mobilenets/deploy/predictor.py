@@ -13,9 +13,7 @@ its precision hint is always set and read back from the compiled model.
 
 from __future__ import annotations
 
-import copy
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,101 +22,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cpu import PRECISIONS, cpu_info
-from ..extras import EXTRA_OF, check, has, install_command, needs
-from .export import ExportError, _add_metadata, _onnx_bytes, model_metadata
-from .fuse import fuse
-
-BACKENDS = ("eager", "fused", "compile", "onnxruntime", "openvino", "litert", "executorch")
-# Which backends compute each precision, and which of them ``deploy(backend="auto")`` measures (the phone
-# runtimes take 20-60 s to convert for, so they are measured only when named).
-PRECISION_BACKENDS = {
-    "fp32": BACKENDS,
-    "bf16": ("eager", "fused", "compile", "openvino"),
-    "int8": ("onnxruntime", "openvino", "litert", "executorch"),
-}
-AUTO = {
-    "fp32": ("fused", "onnxruntime", "openvino"),
-    "bf16": ("fused", "openvino"),
-    "int8": ("onnxruntime", "openvino"),
-}
-OPENVINO_HINT = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the parts left in float run in f32
-
-
-class PrecisionError(ValueError):
-    """A precision that this CPU or backend cannot keep."""
-
-
-RUNTIME_PACKAGES = {"onnxruntime": ("onnxruntime",), "openvino": ("openvino",),
-                    "litert": ("litert_torch", "ai_edge_litert"), "executorch": ("executorch",)}  # fmt: skip
-
-
-def install_hint(backends: list[str]) -> str:
-    """What to pip install for missing backends."""
-    return install_command(*(EXTRA_OF[p] for b in backends for p in RUNTIME_PACKAGES.get(b, ())))
-
-
-def available(backend: str) -> bool:
-    return backend in BACKENDS and all(has(p) for p in RUNTIME_PACKAGES.get(backend, ()))
-
-
-def check_precision(precision: str, backend: str | None = None) -> None:
-    """Raise :class:`PrecisionError` (one sentence) unless this CPU and ``backend`` can keep ``precision``."""
-    reason = cpu_info().refusal(precision)
-    if reason is None and backend is not None and backend not in PRECISION_BACKENDS[precision]:
-        reason = (
-            f"The {backend} backend does not run {precision}; use one of {', '.join(PRECISION_BACKENDS[precision])}."
-        )
-    if reason:
-        raise PrecisionError(reason)
-
-
-def _torch_runner(model: nn.Module, channels_last: bool, dtype: torch.dtype = torch.float32) -> Callable:
-    def run(x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(x).to(dtype)
-        if channels_last:
-            t = t.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            return model(t).float().numpy()
-
-    return run
-
-
-def _ort_runner(onnx: bytes, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    with needs("The onnxruntime backend"):
-        import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"input": x})[0]
-
-
-def _openvino_runner(onnx: bytes, threads: int, precision: str = "fp32") -> Callable[[np.ndarray], np.ndarray]:
-    """OpenVINO on the CPU with its inference precision set for ``precision`` and checked on the compiled
-    model (:class:`PrecisionError` if OpenVINO chose another)."""
-    with needs("The openvino backend"):
-        import openvino as ov
-
-    core = ov.Core()
-    # Unpinned threads: pinned ones ran 1.2-1.6x slower on this project's shared 2-core machines.
-    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False,
-              "INFERENCE_PRECISION_HINT": OPENVINO_HINT[precision]}  # fmt: skip
-    compiled = core.compile_model(core.read_model(onnx), "CPU", config)
-    got = compiled.get_property("INFERENCE_PRECISION_HINT")
-    if got != getattr(ov.Type, OPENVINO_HINT[precision]):
-        raise PrecisionError(f"OpenVINO compiled the model in {got.get_type_name()}, not {precision}, on this "
-                             f"{cpu_info().model}; use another precision or backend.")  # fmt: skip
-    request = compiled.create_infer_request()
-
-    def run(x: np.ndarray) -> np.ndarray:  # the input shared, not copied: 0.1-0.2 ms less per call
-        request.set_input_tensor(ov.Tensor(x, shared_memory=True))
-        request.infer()
-        return request.get_output_tensor().data.copy()
-
-    return run
+from mobilenets.deploy.contract import ExportError, model_metadata
+from mobilenets.deploy.mobile import phone_bytes
+from mobilenets.deploy.onnx import add_metadata, onnx_bytes
+from mobilenets.deploy.quantize import calibration_batch, quantize_onnx
+from mobilenets.models.fuse import fuse
+from mobilenets.runtime.files import BACKEND_FORMATS
+from mobilenets.runtime.precision import AUTO, BACKENDS, available, check_precision
+from mobilenets.runtime.runners import DTYPES, measure_ms, open_runner, torch_runner
+from mobilenets.util.cpu import PRECISIONS, cpu_info
+from mobilenets.util.extras import check
 
 
 @dataclass(repr=False)
@@ -157,49 +70,27 @@ def build_runner(model: nn.Module, backend: str, threads: int, onnx: dict[str, b
         raise ValueError(f"Unknown backend {backend!r}; use one of {', '.join(BACKENDS)}.")
     check_precision(precision, backend)
     torch.set_num_threads(threads)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    if backend == "eager":  # a bf16 copy: the caller's model stays as it is
-        return _torch_runner(
-            model.eval() if precision == "fp32" else copy.deepcopy(model).eval().to(dtype), False, dtype
-        )
+    if backend == "eager":  # bf16: a bf16 copy, the caller's model stays as it is
+        return torch_runner(model, precision)
     if backend in ("fused", "compile"):
-        fused = fuse(model).to(dtype=dtype, memory_format=torch.channels_last)
-        return _torch_runner(torch.compile(fused) if backend == "compile" else fused, True, dtype)
+        fused = fuse(model).to(dtype=DTYPES[precision], memory_format=torch.channels_last)
+        return torch_runner(torch.compile(fused) if backend == "compile" else fused, precision, channels_last=True)
     x = torch.zeros(1, 3, img_size, img_size)
     calib_cfg = {**model.pretrained_cfg, "input_size": (3, img_size, img_size)}
     if backend in ("litert", "executorch"):
-        from .mobile import BACKEND_FORMATS, phone_bytes, phone_runner
-        from .quantize import calibration_batch
-
         if precision == "int8" and calib is None:
             raise ExportError("int8 needs calibration data: pass calib= a tensor or a folder of images.")
         batch = calibration_batch(calib, calib_cfg) if precision == "int8" else None
         fmt = BACKEND_FORMATS[backend]
-        return phone_runner(phone_bytes(fuse(model), fmt, x, batch), fmt, threads)
+        return open_runner(backend, phone_bytes(fuse(model), fmt, x, batch), precision, threads)
     check("onnx", f"The {backend} backend")
     if "fp32" not in onnx:
-        onnx["fp32"] = _add_metadata(_onnx_bytes(model.eval(), x), model_metadata(model))
+        onnx["fp32"] = add_metadata(onnx_bytes(model.eval(), x), model_metadata(model))
     if precision == "int8" and "int8" not in onnx:
-        from .quantize import calibration_batch, quantize_onnx
-
         if calib is None:
             raise ExportError("int8 needs calibration data: pass calib= a tensor or a folder of images.")
         onnx["int8"] = quantize_onnx(onnx["fp32"], calibration_batch(calib, calib_cfg))
-    data = onnx["int8" if precision == "int8" else "fp32"]
-    return _ort_runner(data, threads) if backend == "onnxruntime" else _openvino_runner(data, threads, precision)
-
-
-def measure_ms(run: Callable[[np.ndarray], Any], x: np.ndarray, repeats: int = 20,
-               min_seconds: float = 0.0) -> list[float]:  # fmt: skip
-    """Latencies (ms) of ``repeats`` calls after warm-up."""
-    for _ in range(3):
-        run(x)
-    times, start = [], time.perf_counter()
-    while len(times) < repeats or time.perf_counter() - start < min_seconds:
-        t = time.perf_counter()
-        run(x)
-        times.append((time.perf_counter() - t) * 1e3)
-    return times
+    return open_runner(backend, onnx["int8" if precision == "int8" else "fp32"], precision, threads)
 
 
 def auto_candidates(precision: str) -> list[tuple[str, str]]:

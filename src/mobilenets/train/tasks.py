@@ -1,5 +1,5 @@
 """What differs between training a classifier, a detector and a segmenter: the data, the model, the
-batches, the loss and the validation metrics. :func:`mobilenets.train.train` runs the same loop for all.
+batches, the loss and the validation metrics. :func:`mobilenets.train.loop.train` runs the same loop for all.
 
 Decisions for detection and segmentation (torchvision's references where our papers are silent):
 - ``--pretrained SRC`` loads ImageNet weights into the backbone (``pretrained_backbone``); the heads start
@@ -11,14 +11,14 @@ Decisions for detection and segmentation (torchvision's references where our pap
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .dense_data import (
+from mobilenets.data.dense import (
     IGNORE,
     DetectionDataset,
     SegmentationDataset,
@@ -26,14 +26,16 @@ from .dense_data import (
     detection_transforms,
     segmentation_transforms,
 )
-from .dense_eval import load_dense_data, run_detection, run_segmentation, torch_runner
-from .evaluate import topk_hits
-from .models.registry import build_model
-from .models.tasks import task_of
-from .recipes import Recipe
-
-if TYPE_CHECKING:
-    from .train import Dist, TrainConfig
+from mobilenets.data.images import ImageDataset, build_transforms, load_train_data
+from mobilenets.evaluate.classify import topk_hits
+from mobilenets.evaluate.dense import load_dense_data, run_detection, run_segmentation
+from mobilenets.models.registry import build_model
+from mobilenets.models.tasks import task_of
+from mobilenets.runtime.runners import torch_runner
+from mobilenets.train.config import TrainConfig
+from mobilenets.train.dist import Dist, all_reduce
+from mobilenets.train.recipes import Recipe
+from mobilenets.weights.factory import create_model
 
 Batch = Any
 
@@ -52,7 +54,6 @@ class TrainTask:
         self.label_map: str | None = None
 
     def load(self) -> None:
-        from .data import load_train_data
 
         self.data = load_train_data(self.cfg.data)
         self.classes, self.bad = self.data.train.classes, self.data.train.bad + self.data.val.bad
@@ -60,7 +61,6 @@ class TrainTask:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.recipe.label_smoothing)
 
     def build(self) -> nn.Module:
-        from . import create_model
 
         cfg, recipe = self.cfg, self.recipe
         kwargs: dict[str, Any] = dict(cfg.extra_model_args)
@@ -96,7 +96,6 @@ class TrainTask:
         return [model.classifier]
 
     def datasets(self, pcfg: dict[str, Any]) -> tuple[Dataset, Dataset]:
-        from .data import ImageDataset, build_transforms
 
         data, recipe = self.data, self.recipe
         train = build_transforms(pcfg, data.small, recipe.augment, True, data.flip, recipe.randaug_magnitude,
@@ -135,19 +134,12 @@ class TrainTask:
 
     def evaluate(self, model: nn.Module, loader: DataLoader, d: Dist, channels_last: bool, amp: Any) -> list[float]:
         """The ``metrics`` on the validation data, reduced over all processes."""
-        from .train import _all_reduce
-
-        model.eval()
+        run = torch_runner(model, channels_last=channels_last, amp=amp)
         top1 = top5 = n = 0.0
-        with torch.inference_mode():
-            for x, y in loader:
-                x, y = x.to(d.device), y.to(d.device)
-                if channels_last:
-                    x = x.to(memory_format=torch.channels_last)
-                with amp():
-                    hit1, hit5 = topk_hits(model(x).float(), y)
-                top1, top5, n = top1 + hit1, top5 + hit5, n + len(y)
-        top1, top5, n = _all_reduce([top1, top5, n], d)
+        for x, y in loader:
+            hit1, hit5 = topk_hits(run(x), y.to(d.device))
+            top1, top5, n = top1 + hit1, top5 + hit5, n + len(y)
+        top1, top5, n = all_reduce([top1, top5, n], d)
         return [top1 / max(n, 1), top5 / max(n, 1)]
 
 
@@ -163,7 +155,6 @@ class DenseTask(TrainTask):
         )
 
     def build(self) -> nn.Module:
-        from . import create_model
 
         cfg = self.cfg
         kwargs: dict[str, Any] = {**cfg.extra_model_args, "num_classes": len(self.classes)}
@@ -181,10 +172,13 @@ class DenseTask(TrainTask):
         return [m for name, m in model.named_children() if name != "backbone"] + ([extra] if extra else [])
 
     def evaluate(self, model: nn.Module, loader: DataLoader, d: Dist, channels_last: bool, amp: Any) -> list[float]:
-        from .train import _all_reduce
 
-        scores = self.scores(torch_runner(model, self.task, channels_last, amp), loader) if d.main else {}
-        return _all_reduce([scores.get(m.removeprefix("val_"), 0.0) for m in self.metrics], d)
+        scores = (
+            self.scores(torch_runner(model, task=self.task, channels_last=channels_last, amp=amp), loader)
+            if d.main
+            else {}
+        )
+        return all_reduce([scores.get(m.removeprefix("val_"), 0.0) for m in self.metrics], d)
 
     def val_loader(self, ds: Dataset, batch_size: int, d: Dist) -> DataLoader:
         return DataLoader(ds, batch_size if self.collate else 1, num_workers=self.cfg.workers, collate_fn=self.collate)

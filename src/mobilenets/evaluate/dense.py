@@ -14,14 +14,13 @@ import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .dense_data import (
+from mobilenets.data.dense import (
     IGNORE,
     DenseData,
     DetectionDataset,
@@ -32,10 +31,8 @@ from .dense_data import (
     load_segmentation_data,
     segmentation_transforms,
 )
-from .preprocess import DataError
-
-if TYPE_CHECKING:
-    from .inference import Classifier
+from mobilenets.data.preprocess import DataError, load_rgb
+from mobilenets.runtime.classifier import Classifier
 
 
 def coco_map(predictions: list[dict[str, torch.Tensor]], targets: list[dict[str, torch.Tensor]]) -> dict[str, float]:
@@ -146,22 +143,6 @@ def eval_loader(task: str, data: DenseData, cfg: dict[str, Any], batch_size: int
     return DataLoader(ds, 1, num_workers=workers)
 
 
-def torch_runner(model: nn.Module, task: str, channels_last: bool = False, amp: Any = contextlib.nullcontext
-                 ) -> Runner:  # fmt: skip
-    """``model`` (eval mode, no autograd) as a batch function; segmentation returns the ``out`` logits."""
-    model.eval()
-    device = next(model.parameters()).device
-
-    def run(batch: Any) -> Any:
-        with torch.inference_mode(), amp():
-            if task == "detection":
-                return model([im.to(device) for im in batch])
-            x = batch.to(device)
-            return model(x.to(memory_format=torch.channels_last) if channels_last else x)["out"].float()
-
-    return run
-
-
 def evaluate_dense(clf: Classifier, data: str, label_map: str | None = None, batch_size: int = 8,
                    workers: int = 2) -> dict[str, Any]:  # fmt: skip
     """``{"map", "map50", "n"}`` or ``{"miou", "pixel_acc", "n"}`` of a loaded detection or segmentation
@@ -176,21 +157,6 @@ def evaluate_dense(clf: Classifier, data: str, label_map: str | None = None, bat
     return {**scores, "n": len(dense.val.samples), "skipped": dense.val.bad}
 
 
-def model_class_names(model: nn.Module) -> list[str]:
-    """The class names a task model carries (training data, or COCO / VOC for the default class counts)."""
-    from .dense_data import coco_classes, voc_classes
-
-    names = getattr(model, "class_names", None)
-    if names:
-        return list(names)
-    n = model.num_classes
-    if model.task == "detection" and n == 91:
-        return coco_classes()
-    if model.task == "segmentation" and n == 21:
-        return voc_classes()
-    return [str(i) for i in range(n)]
-
-
 # --- pictures ----------------------------------------------------------------------------------------
 def predict_dense(clf: Classifier, paths: list[str], save: str | None = None, score_thresh: float = 0.3
                   ) -> list[dict[str, Any]]:  # fmt: skip
@@ -198,8 +164,6 @@ def predict_dense(clf: Classifier, paths: list[str], save: str | None = None, sc
     with ``save``, the boxes or the mask drawn over each photo as ``save/<name>.png``."""
     from torchvision.transforms import v2
     from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
-
-    from .preprocess import load_rgb
 
     names, cfg, run = clf.class_names, clf.cfg, clf.run
     out_dir = Path(save) if save else None

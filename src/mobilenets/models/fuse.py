@@ -7,7 +7,7 @@ import copy
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..models.layers import ConvNormAct
+from mobilenets.models.layers import ConvNormAct
 
 
 def fuse(model: nn.Module) -> nn.Module:

@@ -32,9 +32,9 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from .data import _check_images
-from .preprocess import DataError, list_images, load_rgb
-from .weights.catalog import task_classes
+from mobilenets.data.images import _check_images
+from mobilenets.data.preprocess import DataError, list_images, load_rgb
+from mobilenets.weights.catalog import task_classes
 
 TRAIN_SPLITS = ("train", "train2017")
 VAL_SPLITS = ("val", "val2017", "valid", "test", "test2017")
@@ -60,14 +60,6 @@ class DenseData:
     val: DenseSplit
     classes: list[str]  # index = label; classes[0] is the background
     label_map: str | None = None
-
-
-def voc_classes() -> list[str]:
-    return task_classes("coco-voc-21")
-
-
-def coco_classes() -> list[str]:
-    return task_classes("coco-91")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -264,7 +256,7 @@ def load_segmentation_data(data: str, label_map: str | None = None) -> DenseData
         raise DataError(f"--data {data} is neither a dataset YAML nor a folder.")
     train, val = (_mask_split(*p) for p in pairs)
     if label_map == "coco-voc":
-        classes = voc_classes()
+        classes = task_classes("coco-voc-21")
     elif names:
         classes = [names.get(i, str(i)) for i in range(max(set(names) - {IGNORE}) + 1)]
     else:

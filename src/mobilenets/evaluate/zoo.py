@@ -26,10 +26,11 @@ import io
 import json
 from dataclasses import asdict, dataclass
 
-from .extras import needs
-from .models.registry import build_model
-from .profile import profile
-from .weights.catalog import CATALOG
+from mobilenets.models.profile import profile
+from mobilenets.models.registry import build_model
+from mobilenets.models.tasks import build_task_model, task_of
+from mobilenets.util.extras import needs
+from mobilenets.weights.catalog import CATALOG
 
 V1_PAPER = "MobileNetV1 paper (Howard et al. 2017), Table {}"
 V2_PAPER = "MobileNetV2 paper (Sandler et al. 2018), Table 4"
@@ -164,7 +165,6 @@ class TaskZooRow:
 
 def task_zoo_rows(task: str) -> list[TaskZooRow]:
     """The published rows of ``task`` (``detection`` or ``segmentation``) with our counts."""
-    from .models.tasks import build_task_model, task_of
 
     rows = []
     for pub in PUBLISHED_TASKS:

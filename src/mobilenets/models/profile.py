@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models.blocks import explicit_attention
+from mobilenets.models.blocks import explicit_attention
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +53,21 @@ def atomic_save_safetensors(state_dict: dict[str, torch.Tensor], path: str | Pat
 
 def atomic_write_json(obj: Any, path: str | Path) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+@contextlib.contextmanager
+def as_file(data: bytes | str, suffix: str) -> Iterator[str]:
+    """A path for a model given as bytes (a temporary file, removed once loaded) or as a path.
+
+    The runtimes load from a path, where they own what they read: loaded from Python bytes, ExecuTorch
+    read the buffer after Python had freed it (a segmentation fault when the runner was collected)."""
+    if not isinstance(data, bytes):
+        yield str(data)
+        return
+    fd, name = tempfile.mkstemp(suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        yield name
+    finally:
+        os.unlink(name)

@@ -1,0 +1,225 @@
+"""What each ``mobilenets`` command does with its parsed arguments: check them, call the package, print."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mobilenets.util.extras import check
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs: printed as one sentence, exit status 2."""
+
+
+def cmd_zoo(args: argparse.Namespace) -> None:
+    from mobilenets.evaluate.zoo import plot, render, task_zoo_rows, weights_rows, zoo_rows
+
+    if args.plot and args.task != "classification":
+        raise UserError("--plot draws the classification zoo (top-1 against multiply-adds); leave out --task.")
+    if args.plot:
+        check("plots", "zoo --plot")
+    if args.weights:
+        print(render(weights_rows(args.weights), args.format))
+        return
+    rows = zoo_rows() if args.task == "classification" else task_zoo_rows(args.task)
+    print(render(rows, args.format))
+    if args.plot:
+        plot(rows, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from mobilenets.demo import run_demo
+
+    run_demo(args.output)
+
+
+def _classifier(args: argparse.Namespace):
+    from mobilenets.runtime.classifier import load_classifier
+
+    if getattr(args, "pretrained", None) and not getattr(args, "model", None):
+        raise UserError("--pretrained goes with --model NAME.")
+    clf = load_classifier(
+        args.weights, args.checkpoint, getattr(args, "model", None), getattr(args, "pretrained", None)
+    )
+    if clf.warning:
+        print(f"mobilenets {args.command}: warning: {clf.warning}", file=sys.stderr)
+    return clf
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    import json
+
+    from mobilenets.evaluate.classify import predict_images
+
+    if args.top_k < 1:
+        raise UserError("--top-k must be at least 1.")
+    missing = [p for p in args.images if not os.path.isfile(p)]
+    if missing:
+        raise UserError(f"No such image file: {', '.join(missing)}.")
+    clf = _classifier(args)
+    if clf.task != "classification":
+        from mobilenets.evaluate.dense import predict_dense
+
+        results = predict_dense(clf, args.images, args.save, args.score_thresh)
+        print(json.dumps(results if len(results) > 1 else results[0]))
+        return
+    if args.save:
+        raise UserError("--save draws boxes or masks; it is for detection and segmentation models.")
+    results = predict_images(clf, args.images, args.top_k)
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[0]))
+        return
+    for r in results:
+        print(r["image"])
+        for t in r["top"]:
+            print(f"  {t['prob']:7.2%}  {t['index']:4d}  {t['name']}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    import json
+
+    from mobilenets.evaluate.classify import evaluate
+
+    clf = _classifier(args)
+    if clf.task != "classification":
+        from mobilenets.evaluate.dense import evaluate_dense
+
+        result = evaluate_dense(clf, args.data, args.label_map, args.batch_size, args.workers)
+        keys = ("map", "map50", "n") if clf.task == "detection" else ("miou", "pixel_acc", "n")
+    else:
+        if args.label_map:
+            raise UserError("--label-map is for segmentation models.")
+        result = evaluate(clf, args.data, batch_size=args.batch_size, workers=args.workers)
+        keys = ("top1", "top5", "n")
+    for path in result["skipped"]:
+        print(f"skipped unreadable image: {path}", file=sys.stderr)
+    label = {"top1": "top-1", "top5": "top-5", "map": "mAP", "map50": "mAP@.5", "miou": "mIoU",
+             "pixel_acc": "pixel accuracy"}  # fmt: skip
+    shown = ", ".join(f"{label[k]} {result[k]:.2%}" for k in keys[:2])
+    print(f"{clf.description}: {shown} on {result['n']} images ({len(result['skipped'])} skipped)")
+    if args.json:
+        print(json.dumps({k: result[k] for k in keys}))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from mobilenets.train.config import TrainConfig
+    from mobilenets.train.loop import train
+
+    cfg = TrainConfig(
+        model=args.model, data=args.data, output=args.output, width_mult=args.width_mult,
+        pretrained=args.pretrained, epochs=args.epochs, batch_size=args.batch_size, img_size=args.img_size,
+        lr=args.lr, recipe=args.recipe, workers=args.workers, seed=args.seed, amp=args.amp,
+        small_input=args.small_input, strict_data=args.strict_data, resume=args.resume,
+        channels_last=args.channels_last, clip_grad=args.clip_grad, sync_bn=args.sync_bn, label_map=args.label_map,
+    )  # fmt: skip
+    result = train(cfg)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"best val {result['best_label']} {result['best']:.2%} after {result['epochs']} epochs; "
+              f"outputs in {result['output']}")  # fmt: skip
+
+
+def _split_ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise UserError(f"{flag} takes comma-separated integers, got {text!r}.") from None
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    import json
+
+    from mobilenets.deploy.export import export
+    from mobilenets.deploy.mobile import export_mobile
+    from mobilenets.deploy.quantize import export_int8
+    from mobilenets.deploy.wrappers import exportable
+
+    if args.weights and args.weights.endswith((".onnx", ".pte", ".mlpackage")):
+        raise UserError("--weights is already an export; export from a checkpoint, weights or --model.")
+    if args.calib and not args.int8:
+        raise UserError("--calib goes with --int8.")
+    if args.int8 and not args.calib:
+        raise UserError("--int8 needs --calib DIR (images to calibrate on).")
+    if args.int8 and args.format in ("torchscript", "pt2"):
+        raise UserError(f"--int8 is not offered for {args.format}; use onnx, tflite, pte or coreml.")
+    onnx_only = [f for f, on in (("--weight-bits", args.weight_bits != "auto"), ("--qat", args.qat)) if on]
+    if onnx_only and (not args.int8 or args.format != "onnx"):
+        raise UserError(f"{onnx_only[0]} goes with --int8 --format onnx.")
+    if args.channels_last_input and args.format not in ("tflite", "pte", "coreml"):
+        raise UserError("--channels-last-input is for the phone formats (tflite, pte, coreml).")
+    model = _classifier(args).model
+    if model is None:
+        raise UserError("--weights is already an export; export from a checkpoint, weights or --model.")
+    model = exportable(model, args.format, args.int8)  # a segmentation model's logits; refusals in one sentence
+    if args.format in ("tflite", "pte", "coreml"):
+        report = export_mobile(model, args.output, args.format, args.img_size, calib=args.calib,
+                               calib_size=args.calib_size, channels_last_input=args.channels_last_input)  # fmt: skip
+    elif args.int8:
+        report = export_int8(model, args.output, args.calib, args.img_size, args.calib_size,
+                             args.qat, args.qat_epochs, args.qat_lr, args.weight_bits)  # fmt: skip
+    else:
+        report = export(model, args.output, args.format, args.img_size)
+    print(json.dumps(report))
+
+
+def cmd_env(args: argparse.Namespace) -> None:
+    import json
+
+    from mobilenets.deploy.env import environment, render
+
+    info = environment()
+    print(render(info))
+    if args.json:
+        print(json.dumps(info))
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    import csv
+    import json
+    from dataclasses import asdict
+
+    from mobilenets.deploy.bench import bench, bench_header, plot_latency, render_rows
+    from mobilenets.models.registry import model_entry
+    from mobilenets.models.tasks import task_backbone, task_of
+
+    for name in args.model:
+        task_backbone(name) if task_of(name) != "classification" else model_entry(name)
+    if args.threads < 1:
+        raise UserError("--threads must be at least 1.")
+    if args.plot:
+        check("plots", "bench --plot")
+    rows = bench(args.model, [b for b in args.backends.split(",") if b], _split_ints(args.batch_sizes, "--batch-sizes"),
+                 args.threads, args.img_size, args.repeats, args.calib,
+                 tuple(p for p in args.precision.split(",") if p))  # fmt: skip
+    print(bench_header(args.threads), file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows]))
+    else:
+        print(render_rows(rows))
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
+            writer.writeheader()
+            writer.writerows(asdict(r) for r in rows)
+    if args.plot:
+        plot_latency(rows, args.plot)
+
+
+def cmd_select(args: argparse.Namespace) -> None:
+    from mobilenets.deploy.bench import bench_header, select
+
+    rows = select(args.budget_ms, args.backend, args.precision, args.threads, args.repeats)
+    fits = [r for r in rows if r.fits]
+    print(bench_header(args.threads))
+    print(
+        f"{len(fits)} of {len(rows)} published MobileNets run within {args.budget_ms:g} ms here "
+        f"({args.backend} {args.precision}, {args.threads} threads, batch 1):"
+    )
+    print(f"{'config':<22} {'top-1':>6} {'latency ms':>10} {'MAdds (M)':>9}")
+    for r in fits:
+        print(f"{r.config:<22} {r.published_top1:>6.1f} {r.median_ms:>10.2f} {r.macs_m:>9g}")
+    if not fits:
+        r = rows[0]
+        print(f"none; the fastest is {r.config} at {r.median_ms:.2f} ms")

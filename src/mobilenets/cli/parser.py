@@ -1,0 +1,186 @@
+"""The ``mobilenets`` command line: every subcommand's arguments, and the parser."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from mobilenets.cli.commands import (
+    cmd_bench,
+    cmd_demo,
+    cmd_env,
+    cmd_eval,
+    cmd_export,
+    cmd_predict,
+    cmd_select,
+    cmd_train,
+    cmd_zoo,
+)
+from mobilenets.train.recipes import RECIPES
+
+
+def add_zoo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
+    p.add_argument("--task", choices=["classification", "detection", "segmentation"], default="classification",
+                   help="detection / segmentation: the published SSDLite and LR-ASPP models")  # fmt: skip
+    p.add_argument("--plot", metavar="FILE.png", help="plot published top-1 against multiply-adds")
+    p.add_argument("--weights", nargs="?", const="*", metavar="FILTER",
+                   help="list the weights catalogue (names as create_model takes them; wildcards)")  # fmt: skip
+
+
+def add_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", default="runs/demo", help="folder for the demo's outputs")
+
+
+def add_model_source(p: argparse.ArgumentParser, model_option: bool = True) -> None:
+    """--weights FILE | --checkpoint DIR | --model NAME [--pretrained SRC]."""
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="our checkpoint, a torchvision/timm state dict, a .tflite or our .onnx export",
+    )
+    g.add_argument("--checkpoint", metavar="DIR", help="a `mobilenets train` output folder")
+    if model_option:
+        g.add_argument("--model", metavar="NAME", help="a model name (see `mobilenets zoo`)")
+        p.add_argument("--pretrained", metavar="SRC", help="torchvision, timm or a weights file")
+
+
+def add_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    add_model_source(p)
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON (detection and segmentation always do)")
+    p.add_argument(
+        "--save", metavar="DIR", help="detection / segmentation: draw the boxes or mask into DIR/<image>.png"
+    )
+    p.add_argument("--score-thresh", type=float, default=0.3, help="detection: the lowest score shown")
+
+
+def add_eval(p: argparse.ArgumentParser) -> None:
+    add_model_source(p)
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="D",
+        help="class subfolders (D/val or D/test if present) or labels.csv + images/; detection and "
+        "segmentation: the validation split of what train --data takes",
+    )
+    p.add_argument("--label-map", choices=["coco-voc"], default=None,
+                   help="segmentation: COCO panoptic ids to the 21 VOC classes (default: as trained)")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--json", action="store_true",
+                   help="end with a JSON line: {top1, top5, n}, {map, map50, n} or {miou, pixel_acc, n}")  # fmt: skip
+
+
+def _batch_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be auto or an integer, got {text!r}") from None
+
+
+def add_train(p: argparse.ArgumentParser) -> None:
+
+    p.add_argument("--model", required=True, metavar="NAME")
+    p.add_argument("--width-mult", type=float, default=1.0)
+    p.add_argument("--pretrained", metavar="SRC", help="torchvision, timm, or a weights / .tflite file")
+    p.add_argument("--data", required=True, help="train/ + val/ folder, or digits, cifar10, cifar100; detection: "
+                   "dataset YAML, YOLO or COCO folder; segmentation: YAML or images/ + masks/ folder")  # fmt: skip
+    p.add_argument("--output", required=True, metavar="DIR")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=_batch_arg, default="auto",
+                   help="images per step and process; auto (default): the largest that fits this machine's memory, "
+                   "measured by a trial step")  # fmt: skip
+    p.add_argument("--img-size", type=int, default=None,
+                   help="default: 32 for digits/CIFAR, else the model's (224; SSDLite 320, LR-ASPP 520)")  # fmt: skip
+    p.add_argument("--lr", type=float, default=None, help="default: the recipe's")
+    p.add_argument(
+        "--recipe", choices=list(RECIPES), default=None, help="default: finetune with --pretrained, else short"
+    )
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
+    p.add_argument("--small-input", action="store_true", help="stem and first downsampling at stride 1")
+    p.add_argument("--strict-data", action="store_true", help="refuse to start if any image is unreadable")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/last.pt")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels_last memory format (default: on; faster on CPU and GPU)",
+    )
+    p.add_argument("--clip-grad", type=float, default=None, metavar="NORM")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
+    p.add_argument("--label-map", choices=["coco-voc"], default=None,
+                   help="segmentation: COCO panoptic mask ids to torchvision's 21 VOC classes")  # fmt: skip
+
+
+def add_export(p: argparse.ArgumentParser) -> None:
+    add_model_source(p)
+    p.add_argument("--format", choices=["onnx", "torchscript", "pt2", "tflite", "pte", "coreml"], default="onnx",
+                   help="tflite (LiteRT), pte (ExecuTorch) and coreml are for phones")  # fmt: skip
+    p.add_argument("--output", required=True, metavar="PATH")
+    p.add_argument("--img-size", type=int, default=None, help="default: the weights' input size")
+    p.add_argument("--int8", action="store_true", help="int8 (onnx: QDQ; tflite, pte: PT2E; coreml: weights only)")
+    p.add_argument("--channels-last-input", action="store_true", help="phone formats: NHWC input, as camera buffers")
+    p.add_argument("--calib", metavar="DIR", help="calibration images (searched recursively)")
+    p.add_argument("--calib-size", type=int, default=128, metavar="N")
+    p.add_argument("--weight-bits", choices=["auto", "7", "8"], default="auto",
+                   help="int8 weight bits: 8 for CPUs with VNNI/AMX/ARM dot-product, 7 for any CPU "
+                   "(auto: what this CPU runs exactly)")  # fmt: skip
+    p.add_argument("--qat", metavar="DATA", help="quantization-aware fine-tuning on DATA (as train --data takes)")
+    p.add_argument("--qat-epochs", type=int, default=1, metavar="N")
+    p.add_argument("--qat-lr", type=float, default=1e-3, metavar="LR")
+
+
+def add_env(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="end with one JSON line (cpu, isa, backends, precisions, ...)")
+
+
+def add_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", nargs="+", default=["mobilenet_v3_large"], metavar="NAME")
+    p.add_argument("--backends", default="eager,fused,onnxruntime,openvino")
+    p.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16, int8 (each where it runs)")
+    p.add_argument("--batch-sizes", default="1,32")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--calib", metavar="DIR", help="int8 calibration images (default: random inputs; latency only)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--csv", metavar="FILE")
+    p.add_argument("--plot", metavar="FILE.png")
+
+
+def add_select(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--budget-ms", type=float, required=True)
+    p.add_argument("--backend", default="onnxruntime", choices=["eager", "fused", "compile", "onnxruntime", "openvino"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=10)
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]] = {
+    "zoo": ("published configurations with our parameter and multiply-add counts", add_zoo, cmd_zoo),
+    "train": ("train or fine-tune on images (torchrun for many processes)", add_train, cmd_train),
+    "predict": ("top-k classes of images", add_predict, cmd_predict),
+    "eval": ("top-1 / top-5 on a folder of images", add_eval, cmd_eval),
+    "export": ("export to ONNX, LiteRT, ExecuTorch, Core ML (int8 too), TorchScript or PT2", add_export, cmd_export),
+    "bench": ("latency per backend on this device, torchvision as the baseline", add_bench, cmd_bench),
+    "select": ("which MobileNets fit a latency budget on this device", add_select, cmd_select),
+    "env": ("versions, the CPU and its features, and which backends and precisions work here", add_env, cmd_env),
+    "demo": ("the main job, offline: train, evaluate and profile a small model", add_demo, cmd_demo),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mobilenets", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add(p)
+        p.set_defaults(run=run)
+    return parser

@@ -1,0 +1,1 @@
+"""Data: image folders, CIFAR and digits, COCO / YOLO / mask readers, preprocessing."""

@@ -1,0 +1,1 @@
+"""Evaluation and prediction: top-k, mAP, mIoU, the zoo of published numbers, the LiteRT reference."""

@@ -1,0 +1,48 @@
+"""Google's TFLite files in LiteRT (the reference runtime) against our import of them, on the same pixels."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from mobilenets.data.preprocess import eval_resize_crop, load_rgb, to_tensor
+from mobilenets.runtime.runners import litert_io, litert_runner, torch_runner
+from mobilenets.weights.tflite import load_tflite
+
+
+def eval_pixels(paths: list, cfg: dict) -> np.ndarray:
+    """uint8 NHWC images after the evaluation resize/crop of ``cfg``: what both runtimes are fed."""
+    return np.stack([np.asarray(eval_resize_crop(load_rgb(p), cfg)) for p in paths])
+
+
+def litert_logits(path: str | os.PathLike, pixels: np.ndarray) -> np.ndarray:
+    """LiteRT's float outputs (dequantized, background class included) for uint8 NHWC ``pixels``: float
+    files get TF-slim's ``(x - 127.5) / 127.5``, quantized ones the uint8 pixels themselves."""
+    float_input = litert_io(path)[1]["dtype"] == np.float32
+    x = (pixels.astype(np.float32) - 127.5) / 127.5 if float_input else pixels
+    return litert_runner(path, "fp32" if float_input else "int8")(x)
+
+
+def compare_with_litert(path: str | os.PathLike, pixels: np.ndarray, labels: np.ndarray,
+                        fake_quant: bool = False) -> dict[str, float]:  # fmt: skip
+    """Top-1/top-5 of LiteRT and of our imported model on the same uint8 NHWC ``pixels``, and their
+    per-image top-1 agreement (fractions)."""
+    model = load_tflite(path, fake_quant=fake_quant)
+    ref = torch.from_numpy(litert_logits(path, pixels))[:, 1:]
+    x = torch.stack([to_tensor(p, model.pretrained_cfg) for p in pixels])
+    run = torch_runner(model)
+    ours = torch.cat([run(b) for b in x.split(100)])
+    y = torch.from_numpy(np.asarray(labels))
+
+    def top(logits: torch.Tensor, k: int) -> float:
+        return (logits.topk(k, 1).indices == y[:, None]).any(1).float().mean().item()
+
+    return {
+        "litert_top1": top(ref, 1),
+        "ours_top1": top(ours, 1),
+        "litert_top5": top(ref, 5),
+        "ours_top5": top(ours, 5),
+        "agreement": (ref.argmax(1) == ours.argmax(1)).float().mean().item(),
+    }
