@@ -259,7 +259,8 @@ def test_int8_accuracy_on_real_images(tmp_path):
 
 def test_int8_squeeze_excite_model_agrees_with_fp32(tmp_path):
     """Google's MobileNetV3-Small (TFLite): its int8 export names the same class as the fp32 export on
-    real images in ONNX Runtime (the squeeze-excite layers stay fp32, their weights stored as fp16)."""
+    real images in ONNX Runtime (the squeeze-excite layers stay fp32, their weights stored as fp16), and so
+    does ``deploy``'s int8 predictor in OpenVINO."""
     from mobilenets.data.preprocess import list_images, preprocess
     from mobilenets.weights.tflite import load_tflite
 
@@ -273,6 +274,9 @@ def test_int8_squeeze_excite_model_agrees_with_fp32(tmp_path):
     assert fp32.stat().st_size / int8.stat().st_size > 3.0
     pred = {p: ort.InferenceSession(str(p)).run(None, {"input": x})[0].argmax(1) for p in (fp32, int8)}
     assert len(x) == 100 and (pred[fp32] == pred[int8]).mean() >= 0.9
+    # deploy's int8 predictor (OpenVINO here; ONNX Runtime runs the file checked above) agrees as well
+    q = deploy(model, precision="int8", backend="openvino", calib=calib)
+    assert q.precision == "int8" and (q(x).argmax(1) == pred[fp32]).mean() >= 0.9
 
 
 def test_bench_command(capsys, tmp_path):

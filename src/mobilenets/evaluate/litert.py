@@ -32,8 +32,8 @@ def compare_with_litert(path: str | os.PathLike, pixels: np.ndarray, labels: np.
     model = load_tflite(path, fake_quant=fake_quant)
     ref = torch.from_numpy(litert_logits(path, pixels))[:, 1:]
     x = torch.stack([to_tensor(p, model.pretrained_cfg) for p in pixels])
-    run = torch_runner(model)
-    ours = torch.cat([run(b) for b in x.split(100)])
+    run = torch_runner(model, channels_last=True)
+    ours = torch.cat([run(b) for b in x.split(25)])
     y = torch.from_numpy(np.asarray(labels))
 
     def top(logits: torch.Tensor, k: int) -> float:
