@@ -23,7 +23,7 @@ from mobilenets.deploy.export import export
 from mobilenets.evaluate.classify import _Images, find_eval_set
 from mobilenets.runtime.classifier import load_classifier
 from mobilenets.runtime.runners import measure_ms, onnxruntime_runner
-from mobilenets.weights.tflite import load_tflite
+from mobilenets.weights.factory import load_tflite
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MODELS = {"v2": "mobilenet_v2_1.0_224_quant.tflite", "v3s": "mobilenet_v3_small_1.0_224_uint8.tflite"}

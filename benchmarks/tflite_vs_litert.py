@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mobilenets.evaluate.litert import compare_with_litert, eval_pixels
-from mobilenets.weights.tflite import load_tflite
+from mobilenets.weights.factory import load_tflite
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FILES = [

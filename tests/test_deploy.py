@@ -262,7 +262,7 @@ def test_int8_squeeze_excite_model_agrees_with_fp32(tmp_path):
     real images in ONNX Runtime (the squeeze-excite layers stay fp32, their weights stored as fp16), and so
     does ``deploy``'s int8 predictor in OpenVINO."""
     from mobilenets.data.preprocess import list_images, preprocess
-    from mobilenets.weights.tflite import load_tflite
+    from mobilenets.weights.factory import load_tflite
 
     model = load_tflite(shared_path("weights", "mobilenet_v3_small_1.0_224_uint8.tflite"))
     images = list_images(shared_path("imagenet-val-1300", "images"))[::13]

@@ -9,8 +9,7 @@ from mobilenets.models.profile import Profile, profile
 from mobilenets.models.tasks import list_models
 from mobilenets.weights.catalog import get_weights, list_pretrained
 from mobilenets.weights.convert import convert_state_dict
-from mobilenets.weights.factory import create_model, load_checkpoint
-from mobilenets.weights.tflite import load_tflite
+from mobilenets.weights.factory import create_model, load_checkpoint, load_tflite
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,7 @@ import torch
 
 from mobilenets.data.preprocess import eval_resize_crop, load_rgb, to_tensor
 from mobilenets.runtime.runners import litert_io, litert_runner, torch_runner
-from mobilenets.weights.tflite import load_tflite
+from mobilenets.weights.factory import load_tflite
 
 
 def eval_pixels(paths: list, cfg: dict) -> np.ndarray:

@@ -30,9 +30,8 @@ from mobilenets.runtime.runners import coreml_runner, onnx_session, open_runner,
 from mobilenets.util.extras import check
 from mobilenets.weights.catalog import task_classes
 from mobilenets.weights.classes import imagenet_names
-from mobilenets.weights.factory import MODEL_JSON, create_model, guess_architecture, load_checkpoint
+from mobilenets.weights.factory import MODEL_JSON, create_model, guess_architecture, load_checkpoint, load_tflite
 from mobilenets.weights.hub import WeightsError, read_state_dict
-from mobilenets.weights.tflite import load_tflite
 
 
 @dataclass

@@ -6,6 +6,7 @@ their backbone built here, with its weights, and passed down (as torchvision's `
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from mobilenets.models.tasks import build_task_model, list_models, task_of, task
 from mobilenets.weights.catalog import get_weights, list_pretrained
 from mobilenets.weights.convert import convert_for
 from mobilenets.weights.hub import WeightsError, detect_source, fetch_weights, load_pretrained, read_state_dict, resolve
-from mobilenets.weights.tflite import CANDIDATES, load_tflite
+from mobilenets.weights.tflite import CANDIDATES, load_graph, read_graph, tflite_architecture
 
 MODEL_JSON = "model.json"
 BEST = "best.safetensors"
@@ -59,6 +60,25 @@ def create_model(name: str, *, pretrained: bool | str | None = None, **kwargs) -
     if pretrained is not None:
         load_pretrained(model, pretrained)
     return model
+
+
+def load_tflite(
+    path: str | os.PathLike, *, keep_background: bool = False, fake_quant: bool = False, **kwargs: Any
+) -> nn.Module:
+    """A PyTorch eval model with the weights of a Google TFLite MobileNet file.
+
+    Outputs: 1000 logits in torchvision's class order (TF's background class 0 dropped), or all 1001
+    with ``keep_background=True``. Inputs: normalized NCHW floats; ``model.pretrained_cfg`` holds the
+    preprocessing (TF-slim: central crop 0.875, bilinear, mean/std 0.5, i.e. [-1, 1]). The model uses TF
+    "SAME" padding, which the weights were trained with. ``kwargs`` (e.g. ``bn_momentum``) go to
+    :func:`create_model`; ``model_name`` must match the file if given.
+
+    ``fake_quant=True`` (quantized files) also rounds every activation to the file's uint8 grid, so
+    that the model reproduces LiteRT's integer arithmetic rather than the float model it came from.
+    """
+    graph = read_graph(path)
+    name, kwargs = tflite_architecture(graph, path, **kwargs)
+    return load_graph(build_model(name, num_classes=1001, **kwargs), graph, path, keep_background, fake_quant)
 
 
 def _task_model(name: str, pretrained_backbone: Any = None, **kwargs: Any) -> nn.Module:

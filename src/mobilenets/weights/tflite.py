@@ -268,21 +268,9 @@ def _copy_convs(graph: Graph, model: nn.Module) -> None:
                 _identity_bn(bns[id(layer)], bias)
 
 
-def load_tflite(
-    path: str | os.PathLike, *, keep_background: bool = False, fake_quant: bool = False, **kwargs: Any
-) -> nn.Module:
-    """A PyTorch eval model with the weights of a Google TFLite MobileNet file.
-
-    Outputs: 1000 logits in torchvision's class order (TF's background class 0 dropped), or all 1001
-    with ``keep_background=True``. Inputs: normalized NCHW floats; ``model.pretrained_cfg`` holds the
-    preprocessing (TF-slim: central crop 0.875, bilinear, mean/std 0.5, i.e. [-1, 1]). The model uses TF
-    "SAME" padding, which the weights were trained with. ``kwargs`` (e.g. ``bn_momentum``) go to
-    :func:`mobilenets.create_model`; ``model_name`` must match the file if given.
-
-    ``fake_quant=True`` (quantized files) also rounds every activation to the file's uint8 grid, so
-    that the model reproduces LiteRT's integer arithmetic rather than the float model it came from.
-    """
-    graph = read_graph(path)
+def tflite_architecture(graph: Graph, path: str | os.PathLike, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+    """The model name and build options a TFLite graph needs (its width, TF "SAME" padding, minimalistic
+    V3), merged with the caller's ``kwargs``; refused in one sentence where they disagree with the file."""
     name, width, minimalistic = recognise(graph)
     if kwargs.get("width_mult", width) != width:
         raise WeightsError(f"{path} holds width_mult={width:g}, not {kwargs['width_mult']}.")
@@ -292,7 +280,13 @@ def load_tflite(
     expected = kwargs.pop("model_name", None)
     if expected is not None and expected != name:
         raise WeightsError(f"{path} holds a {name} (width {width:g}), not a {expected}.")
-    model = build_model(name, num_classes=1001, **kwargs)
+    return name, kwargs
+
+
+def load_graph(model: nn.Module, graph: Graph, path: str | os.PathLike, keep_background: bool = False,
+               fake_quant: bool = False) -> nn.Module:  # fmt: skip
+    """Copy a TFLite graph's weights into ``model`` (built with 1001 classes from
+    :func:`tflite_architecture`'s options); see :func:`mobilenets.load_tflite`."""
     _copy_convs(graph, model)
     if not keep_background:
         head = model.classifier
@@ -303,7 +297,7 @@ def load_tflite(
     if fake_quant:
         _attach_fake_quant(model, graph)
     h, w = graph.tensors[graph.inputs[0]].shape[1:3]
-    model.model_args = {**kwargs, "num_classes": 1001 if keep_background else 1000}
+    model.model_args = {**model.model_args, "num_classes": 1001 if keep_background else 1000}
     model.pretrained_cfg = {**_preprocessing(graph, (h, w)), "source": str(path),
                             "classes": "imagenet1k+background" if keep_background else "imagenet1k"}  # fmt: skip
     return model.eval()
