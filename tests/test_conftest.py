@@ -28,7 +28,7 @@ HANGS = """
 
 
 @pytest.mark.parametrize(("body", "timeout", "said"), [(CRASH_AT_EXIT, "900", "exit code 3"),
-                                                       (HANGS, "5", "timed out after 5 s")])  # fmt: skip
+                                                       (HANGS, "2", "timed out after 2 s")])  # fmt: skip
 def test_own_process_fails_a_child_that_does_not_end_cleanly(tmp_path: Path, body: str, timeout: str, said: str):
     shutil.copy(Path(__file__).with_name("conftest.py"), tmp_path)
     (tmp_path / "test_child.py").write_text(textwrap.dedent(body))

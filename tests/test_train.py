@@ -270,7 +270,7 @@ def test_torchrun_ddp_two_cpu_processes(tmp_path):
 
 
 def test_bad_arguments_are_one_sentence(tmp_path, capsys):
-    for args, message in ((["--epochs", "0"], "--epochs must be >= 1"),
+    for args, message in ((["--epochs", "0"], "--epochs: must be an integer at least 1"),
                           (["--amp", "fp16"], "needs a CUDA GPU"),
                           (["--sync-bn"], "needs CUDA GPUs"),
                           (["--recipe", "finetune"], "needs --pretrained")):  # fmt: skip

@@ -17,8 +17,11 @@ from mobilenets.weights.hub import WeightsError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-
-    args = build_parser().parse_args(argv)
+    """Run one command; returns its exit status (2: a mistake in the arguments or inputs, said in one line)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a refused argument (2), already printed
+        return int(exc.code or 0)
     try:
         args.run(args)
     except (

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from mobilenets.util.extras import check
+
+# The file name each export format writes (the first one is what a refusal suggests).
+EXPORT_SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth"), "pt2": (".pt2",), "tflite": (".tflite",),
+                   "pte": (".pte",), "coreml": (".mlpackage",)}  # fmt: skip
 
 
 class UserError(Exception):
@@ -54,11 +59,6 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     from mobilenets.evaluate.classify import predict_images
 
-    if args.top_k < 1:
-        raise UserError("--top-k must be at least 1.")
-    missing = [p for p in args.images if not os.path.isfile(p)]
-    if missing:
-        raise UserError(f"No such image file: {', '.join(missing)}.")
     clf = _classifier(args)
     if clf.task != "classification":
         from mobilenets.evaluate.dense import predict_dense
@@ -121,13 +121,6 @@ def cmd_train(args: argparse.Namespace) -> None:
               f"outputs in {result['output']}")  # fmt: skip
 
 
-def _split_ints(text: str, flag: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x]
-    except ValueError:
-        raise UserError(f"{flag} takes comma-separated integers, got {text!r}.") from None
-
-
 def cmd_export(args: argparse.Namespace) -> None:
     import json
 
@@ -136,6 +129,10 @@ def cmd_export(args: argparse.Namespace) -> None:
     from mobilenets.deploy.quantize import export_int8
     from mobilenets.deploy.wrappers import exportable
 
+    suffixes = EXPORT_SUFFIXES[args.format]
+    if Path(args.output).suffix.lower() not in suffixes:
+        raise UserError(f"--format {args.format} writes a {suffixes[0]} file; name the output "
+                        f"{Path(args.output).with_suffix(suffixes[0])}.")  # fmt: skip
     if args.weights and args.weights.endswith((".onnx", ".pte", ".mlpackage")):
         raise UserError("--weights is already an export; export from a checkpoint, weights or --model.")
     if args.calib and not args.int8:
@@ -186,11 +183,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     for name in args.model:
         task_backbone(name) if task_of(name) != "classification" else model_entry(name)
-    if args.threads < 1:
-        raise UserError("--threads must be at least 1.")
     if args.plot:
         check("plots", "bench --plot")
-    rows = bench(args.model, [b for b in args.backends.split(",") if b], _split_ints(args.batch_sizes, "--batch-sizes"),
+    rows = bench(args.model, [b for b in args.backends.split(",") if b], args.batch_sizes,
                  args.threads, args.img_size, args.repeats, args.calib,
                  tuple(p for p in args.precision.split(",") if p))  # fmt: skip
     print(bench_header(args.threads), file=sys.stderr if args.json else sys.stdout)

@@ -5,6 +5,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from mobilenets.cli.checks import (
+    Parser,
+    existing_file,
+    existing_folder,
+    existing_path,
+    integer,
+    integers,
+    number,
+    output_file,
+    output_folder,
+)
 from mobilenets.cli.commands import (
     cmd_bench,
     cmd_demo,
@@ -18,18 +29,23 @@ from mobilenets.cli.commands import (
 )
 from mobilenets.train.recipes import RECIPES
 
+# What --weights reads: our checkpoints and state dicts, Google's .tflite, and our exports.
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tflite", ".onnx", ".pte")
+
 
 def add_zoo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
     p.add_argument("--task", choices=["classification", "detection", "segmentation"], default="classification",
                    help="detection / segmentation: the published SSDLite and LR-ASPP models")  # fmt: skip
-    p.add_argument("--plot", metavar="FILE.png", help="plot published top-1 against multiply-adds")
+    p.add_argument(
+        "--plot", metavar="FILE.png", type=output_file(".png"), help="plot published top-1 against multiply-adds"
+    )
     p.add_argument("--weights", nargs="?", const="*", metavar="FILTER",
                    help="list the weights catalogue (names as create_model takes them; wildcards)")  # fmt: skip
 
 
 def add_demo(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--output", default="runs/demo", help="folder for the demo's outputs")
+    p.add_argument("--output", default="runs/demo", type=output_folder, help="folder for the demo's outputs")
 
 
 def add_model_source(p: argparse.ArgumentParser, model_option: bool = True) -> None:
@@ -38,23 +54,24 @@ def add_model_source(p: argparse.ArgumentParser, model_option: bool = True) -> N
     g.add_argument(
         "--weights",
         metavar="FILE",
+        type=existing_file(*WEIGHT_SUFFIXES, folders=(".mlpackage",)),
         help="our checkpoint, a torchvision/timm state dict, a .tflite or our .onnx export",
     )
-    g.add_argument("--checkpoint", metavar="DIR", help="a `mobilenets train` output folder")
+    g.add_argument("--checkpoint", metavar="DIR", type=existing_path, help="a `mobilenets train` output folder")
     if model_option:
         g.add_argument("--model", metavar="NAME", help="a model name (see `mobilenets zoo`)")
         p.add_argument("--pretrained", metavar="SRC", help="torchvision, timm or a weights file")
 
 
 def add_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE", type=existing_file())
     add_model_source(p)
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=integer(1), default=5)
     p.add_argument("--json", action="store_true", help="print JSON (detection and segmentation always do)")
     p.add_argument(
         "--save", metavar="DIR", help="detection / segmentation: draw the boxes or mask into DIR/<image>.png"
     )
-    p.add_argument("--score-thresh", type=float, default=0.3, help="detection: the lowest score shown")
+    p.add_argument("--score-thresh", type=number(0, 1), default=0.3, help="detection: the lowest score shown")
 
 
 def add_eval(p: argparse.ArgumentParser) -> None:
@@ -68,8 +85,8 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--label-map", choices=["coco-voc"], default=None,
                    help="segmentation: COCO panoptic ids to the 21 VOC classes (default: as trained)")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch-size", type=integer(1), default=32)
+    p.add_argument("--workers", type=integer(0), default=2)
     p.add_argument("--json", action="store_true",
                    help="end with a JSON line: {top1, top5, n}, {map, map50, n} or {miou, pixel_acc, n}")  # fmt: skip
 
@@ -78,31 +95,31 @@ def _batch_arg(text: str) -> int | str:
     if text == "auto":
         return text
     try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be auto or an integer, got {text!r}") from None
+        return integer(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be auto or an integer at least 1, got {text!r}") from None
 
 
 def add_train(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--model", required=True, metavar="NAME")
-    p.add_argument("--width-mult", type=float, default=1.0)
+    p.add_argument("--width-mult", type=number(0, 4, low_open=True), default=1.0)
     p.add_argument("--pretrained", metavar="SRC", help="torchvision, timm, or a weights / .tflite file")
     p.add_argument("--data", required=True, help="train/ + val/ folder, or digits, cifar10, cifar100; detection: "
                    "dataset YAML, YOLO or COCO folder; segmentation: YAML or images/ + masks/ folder")  # fmt: skip
-    p.add_argument("--output", required=True, metavar="DIR")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--output", required=True, metavar="DIR", type=output_folder)
+    p.add_argument("--epochs", type=integer(1), default=10)
     p.add_argument("--batch-size", type=_batch_arg, default="auto",
                    help="images per step and process; auto (default): the largest that fits this machine's memory, "
                    "measured by a trial step")  # fmt: skip
-    p.add_argument("--img-size", type=int, default=None,
+    p.add_argument("--img-size", type=integer(16, 4096), default=None,
                    help="default: 32 for digits/CIFAR, else the model's (224; SSDLite 320, LR-ASPP 520)")  # fmt: skip
-    p.add_argument("--lr", type=float, default=None, help="default: the recipe's")
+    p.add_argument("--lr", type=number(0, 10, low_open=True), default=None, help="default: the recipe's")
     p.add_argument(
         "--recipe", choices=list(RECIPES), default=None, help="default: finetune with --pretrained, else short"
     )
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=integer(0), default=2)
+    p.add_argument("--seed", type=integer(0), default=0)
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
     p.add_argument("--small-input", action="store_true", help="stem and first downsampling at stride 1")
     p.add_argument("--strict-data", action="store_true", help="refuse to start if any image is unreadable")
@@ -113,7 +130,7 @@ def add_train(p: argparse.ArgumentParser) -> None:
         default=None,
         help="channels_last memory format (default: on; faster on CPU and GPU)",
     )
-    p.add_argument("--clip-grad", type=float, default=None, metavar="NORM")
+    p.add_argument("--clip-grad", type=number(0, low_open=True), default=None, metavar="NORM")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
     p.add_argument("--label-map", choices=["coco-voc"], default=None,
                    help="segmentation: COCO panoptic mask ids to torchvision's 21 VOC classes")  # fmt: skip
@@ -123,18 +140,18 @@ def add_export(p: argparse.ArgumentParser) -> None:
     add_model_source(p)
     p.add_argument("--format", choices=["onnx", "torchscript", "pt2", "tflite", "pte", "coreml"], default="onnx",
                    help="tflite (LiteRT), pte (ExecuTorch) and coreml are for phones")  # fmt: skip
-    p.add_argument("--output", required=True, metavar="PATH")
-    p.add_argument("--img-size", type=int, default=None, help="default: the weights' input size")
+    p.add_argument("--output", required=True, metavar="PATH", type=output_file())
+    p.add_argument("--img-size", type=integer(32, 4096), default=None, help="default: the weights' input size")
     p.add_argument("--int8", action="store_true", help="int8 (onnx: QDQ; tflite, pte: PT2E; coreml: weights only)")
     p.add_argument("--channels-last-input", action="store_true", help="phone formats: NHWC input, as camera buffers")
-    p.add_argument("--calib", metavar="DIR", help="calibration images (searched recursively)")
-    p.add_argument("--calib-size", type=int, default=128, metavar="N")
+    p.add_argument("--calib", metavar="DIR", type=existing_folder, help="calibration images (searched recursively)")
+    p.add_argument("--calib-size", type=integer(1), default=128, metavar="N")
     p.add_argument("--weight-bits", choices=["auto", "7", "8"], default="auto",
                    help="int8 weight bits: 8 for CPUs with VNNI/AMX/ARM dot-product, 7 for any CPU "
                    "(auto: what this CPU runs exactly)")  # fmt: skip
     p.add_argument("--qat", metavar="DATA", help="quantization-aware fine-tuning on DATA (as train --data takes)")
-    p.add_argument("--qat-epochs", type=int, default=1, metavar="N")
-    p.add_argument("--qat-lr", type=float, default=1e-3, metavar="LR")
+    p.add_argument("--qat-epochs", type=integer(1), default=1, metavar="N")
+    p.add_argument("--qat-lr", type=number(0, 10, low_open=True), default=1e-3, metavar="LR")
 
 
 def add_env(p: argparse.ArgumentParser) -> None:
@@ -145,22 +162,27 @@ def add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", nargs="+", default=["mobilenet_v3_large"], metavar="NAME")
     p.add_argument("--backends", default="eager,fused,onnxruntime,openvino")
     p.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16, int8 (each where it runs)")
-    p.add_argument("--batch-sizes", default="1,32")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--img-size", type=int, default=224)
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--calib", metavar="DIR", help="int8 calibration images (default: random inputs; latency only)")
+    p.add_argument("--batch-sizes", type=integers(1), default=[1, 32])
+    p.add_argument("--threads", type=integer(1, 256), default=2)
+    p.add_argument("--img-size", type=integer(32, 4096), default=224)
+    p.add_argument("--repeats", type=integer(1), default=20)
+    p.add_argument(
+        "--calib",
+        metavar="DIR",
+        type=existing_folder,
+        help="int8 calibration images (default: random inputs; latency only)",
+    )
     p.add_argument("--json", action="store_true")
-    p.add_argument("--csv", metavar="FILE")
-    p.add_argument("--plot", metavar="FILE.png")
+    p.add_argument("--csv", metavar="FILE", type=output_file(".csv"))
+    p.add_argument("--plot", metavar="FILE.png", type=output_file(".png"))
 
 
 def add_select(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--budget-ms", type=float, required=True)
+    p.add_argument("--budget-ms", type=number(0, low_open=True), required=True)
     p.add_argument("--backend", default="onnxruntime", choices=["eager", "fused", "compile", "onnxruntime", "openvino"])
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--threads", type=integer(1, 256), default=2)
+    p.add_argument("--repeats", type=integer(1), default=10)
 
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]] = {
@@ -177,7 +199,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mobilenets", description=__doc__)
+    parser = Parser(prog="mobilenets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
