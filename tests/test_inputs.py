@@ -61,3 +61,85 @@ def test_bad_input_is_one_line_and_nothing_is_written(place, capsys, line, said)
     assert err.count("\n") == 1 and "Traceback" not in err and "usage:" not in err, err
     assert said.format(t=place) in err, err
     assert sorted(p.name for p in place.rglob("*")) == before
+
+
+def test_broken_exports_are_named(place, capsys):
+    """A phone file whose JSON says nothing, and a .tflite that is neither Google's nor ours with its JSON."""
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(place / "photo.png")
+    (place / "m.tflite").write_bytes(b"TFL3" + bytes(60))
+    (place / "m.tflite.json").write_text("{}")
+    assert main(["predict", str(place / "photo.png"), "--weights", str(place / "m.tflite")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "m.tflite.json is not a mobilenets export's description (no format" in err
+    (place / "m.tflite.json").unlink()
+    assert main(["predict", str(place / "photo.png"), "--weights", str(place / "m.tflite")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "put its m.tflite.json back beside it" in err, err
+
+
+def test_random_weights_are_said_once(place, capsys):
+    """A model named without --pretrained predicts, and says once that its answer means nothing."""
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(place / "photo.png")
+    assert main(["predict", str(place / "photo.png"), "--model", "mobilenet_v3_small", "--json"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("has random weights (no --pretrained)") == 1 and "Traceback" not in err
+
+
+def _yolo(root, label_line: str, names: str | None = "[cat, dog]"):
+    """A one-image YOLO dataset (train and val) whose label file holds ``label_line``."""
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        Image.new("RGB", (64, 48), (90, 140, 30)).save(root / "images" / split / "a.jpg")
+        (root / "labels" / split / "a.txt").write_text(label_line + "\n")
+    (root / "d.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/val\n"
+                                 + (f"names: {names}\n" if names else ""))  # fmt: skip
+    return root / "d.yaml"
+
+
+@pytest.mark.parametrize(
+    ("label", "names", "said"),
+    [
+        ("5 0.5 0.5 0.2 0.2", "[cat, dog]", "a.jpg use class 5, which d.yaml's names: (2 classes) lacks"),
+        ("-1 0.5 0.5 0.2 0.2", "[cat, dog]", "a.txt:1 has class -1; YOLO class ids start at 0"),
+        ("0 1.5 0.5 0.2 0.2", "[cat, dog]", "a.txt:1 has a box outside the image or of no size"),
+        ("0 0.5 0.5 0 0.2", "[cat, dog]", "a.txt:1 has a box outside the image or of no size"),
+        ("0 0.5 0.5 0.2 0.2", None, "d.yaml has no names: list"),
+    ],
+)
+def test_broken_detection_labels_stop_training_before_it_starts(tmp_path, capsys, label, names, said):
+    data = _yolo(tmp_path / "yolo", label, names)
+    out = tmp_path / "run"
+    assert main(["train", "--model", "ssdlite_mobilenet_v3_small", "--data", str(data), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and said in err, err
+    assert not out.exists()
+
+
+def test_data_a_model_cannot_learn_or_output_is_refused(tmp_path, capsys):
+    """One class to train on; labels.csv labels outside the model's classes."""
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (tmp_path / "one" / split / "cat").mkdir(parents=True)
+        Image.new("RGB", (40, 40)).save(tmp_path / "one" / split / "cat" / "a.png")
+    argv = ["train", "--model", "mobilenet_v3_small", "--data", str(tmp_path / "one"), "--output", str(tmp_path / "r")]
+    assert main(argv) == 2
+    assert "has 1 class folder(s); a classifier needs at least 2" in capsys.readouterr().err
+    (tmp_path / "csv" / "images").mkdir(parents=True)
+    Image.new("RGB", (40, 40)).save(tmp_path / "csv" / "images" / "a.png")
+    for label in ("5000", "-1", "cat"):
+        (tmp_path / "csv" / "labels.csv").write_text(f"file,label\na.png,{label}\n")
+        assert main(["eval", "--model", "mobilenet_v3_small", "--data", str(tmp_path / "csv")]) == 2
+        err = capsys.readouterr().err
+        assert f"labels.csv:2 has label {label if label != 'cat' else repr(label)}" in err.splitlines()[-1], err
+    (tmp_path / "w.pt").write_bytes(b"\x00\x01 random bytes, not a checkpoint")
+    assert main(["predict", str(tmp_path / "csv" / "images" / "a.png"), "--weights", str(tmp_path / "w.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is neither a PyTorch checkpoint nor a safetensors file" in err, err

@@ -129,6 +129,9 @@ def cmd_export(args: argparse.Namespace) -> None:
     from mobilenets.deploy.quantize import export_int8
     from mobilenets.deploy.wrappers import exportable
 
+    extra = "mobile" if args.format in ("tflite", "pte", "coreml") else "int8" if args.int8 else "onnx"
+    if args.format in ("onnx", "tflite", "pte", "coreml"):
+        check(extra, f"export --format {args.format}" + (" --int8" if args.int8 else ""))
     suffixes = EXPORT_SUFFIXES[args.format]
     if Path(args.output).suffix.lower() not in suffixes:
         raise UserError(f"--format {args.format} writes a {suffixes[0]} file; name the output "

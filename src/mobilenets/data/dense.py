@@ -119,6 +119,12 @@ def read_yolo_boxes(label_file: Path, width: int, height: int) -> tuple[np.ndarr
                 x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
             else:
                 raise DataError(f"{label_file}:{n} has {len(values)} numbers after the class; expected 4.")
+            if cls < 0:
+                raise DataError(f"{label_file}:{n} has class {cls}; YOLO class ids start at 0.")
+            if not (-0.01 <= x0 < x1 <= 1.01 and -0.01 <= y0 < y1 <= 1.01):
+                raise DataError(f"{label_file}:{n} has a box outside the image or of no size ({line.strip()}); "
+                                "YOLO boxes are centre, width and height as fractions of the image.")  # fmt: skip
+            x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in (x0, y0, x1, y1))
             boxes.append([x0 * width, y0 * height, x1 * width, y1 * height])
             labels.append(cls + 1)
     return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64)
@@ -146,6 +152,16 @@ def _yolo_split(images: Path, label_dirs: list[Path]) -> DenseSplit:
             continue
         samples.append((path, *read_yolo_boxes(label_dir / f"{path.stem}.txt", *size)))
     return DenseSplit(samples, sorted(bad))
+
+
+def _check_class_ids(splits: list[DenseSplit], names: dict[int, str], yaml_path: Path) -> None:
+    """Every label's class among the YAML's ``names`` (before training starts, not in its first epoch)."""
+    for split in splits:
+        for image, _, labels in split.samples:
+            unknown = sorted({int(y) - 1 for y in labels} - set(names))
+            if unknown:
+                raise DataError(f"The labels of {image.name} use class {unknown[0]}, which {yaml_path.name}'s "
+                                f"names: ({len(names)} classes) lacks; add it there or fix the label.")  # fmt: skip
 
 
 def _yolo_label_dirs(images: Path, extra: Path | None = None) -> list[Path]:
@@ -196,6 +212,9 @@ def load_detection_data(data: str) -> DenseData:
         train, val = (_resolve(str(doc[k]), path, doc) for k in ("train", "val"))
         splits = [_yolo_split(d, _yolo_label_dirs(d, path.parent)) for d in (train, val)]
         names = _names(doc)
+        if not names:
+            raise DataError(f"{path} has no names: list; give one class name per label id (names: [cat, dog]).")
+        _check_class_ids(splits, names, path)
         return DenseData("detection", *splits, _detection_classes(names, 1, max(names, default=-1) + 2))
     if not path.is_dir():
         raise DataError(f"--data {data} is neither a dataset YAML nor a folder.")

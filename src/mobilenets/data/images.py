@@ -162,7 +162,14 @@ def load_train_data(data: str, option: str = "--data") -> TrainData:
     if val_dir is None:
         raise DataError(f"{root} has no val/ or test/ folder beside train/.")
     train = _folder_split(root / "train")
-    return TrainData(train, _folder_split(val_dir, train.classes), small=_tiny(train), name=root.name)
+    if len(train.classes) < 2:
+        raise DataError(f"{root / 'train'} has {len(train.classes)} class folder(s); a classifier needs at "
+                        "least 2 (one subfolder of images per class).")  # fmt: skip
+    val = _folder_split(val_dir, train.classes)
+    for split, folder in ((train, root / "train"), (val, val_dir)):
+        if not split.samples:
+            raise DataError(f"{folder} holds no readable image; put the images in its class subfolders.")
+    return TrainData(train, val, small=_tiny(train), name=root.name)
 
 
 SMALL_SIDE = 64  # images this small get CIFAR's augmentation: a random resized crop of 32 px destroys them

@@ -38,6 +38,8 @@ def calibration_batch(calib: torch.Tensor | str | os.PathLike, cfg: dict[str, An
     """Calibration inputs: a tensor as given, or up to ``limit`` images found under a folder, preprocessed
     as ``cfg`` says; a model that normalizes inside (a detector: ``inside_model``) gets what its phone
     file takes, the whole image resized to its square, in [0, 1]."""
+    if not isinstance(limit, int) or limit < 1:
+        raise ExportError(f"The calibration size must be an integer at least 1, got {limit!r}.")
     if cfg.get("inside_model"):
         cfg = {**cfg, "mean": (0.0,) * 3, "std": (1.0,) * 3, "resize_mode": "tf-slim", "crop_pct": 1.0}
     if isinstance(calib, torch.Tensor):

@@ -34,6 +34,18 @@ class EvalSet:
     skipped: list[str] = field(default_factory=list)
 
 
+def _label(row: dict[str, str], line: int, path: Path, num_classes: int) -> int:
+    """A labels.csv row's class index, one the model can output."""
+    try:
+        label = int(row["label"])
+    except (TypeError, ValueError):
+        raise DataError(f"{path}:{line} has label {row['label']!r}; labels are class indices.") from None
+    if not 0 <= label < num_classes:
+        raise DataError(f"{path}:{line} has label {label}, but the model's classes are 0..{num_classes - 1}; "
+                        "fix the label or evaluate a model with those classes.")  # fmt: skip
+    return label
+
+
 def find_eval_set(data: str | Path, model_classes: list[str]) -> EvalSet:
     """Images and labels in the model's class indices.
 
@@ -58,7 +70,7 @@ def find_eval_set(data: str | Path, model_classes: list[str]) -> EvalSet:
         if not rows or not {"file", "label"} <= set(rows[0]):
             raise DataError(f"{labels} needs a header 'file,label' and one row per image.")
         images = root / "images" if (root / "images").is_dir() else root
-        return EvalSet([(images / r["file"], int(r["label"])) for r in rows])
+        return EvalSet([(images / r["file"], _label(r, n, labels, len(model_classes))) for n, r in enumerate(rows, 2)])
     for sub in ("val", "test"):
         if (root / sub).is_dir():
             root = root / sub

@@ -103,6 +103,9 @@ def onnx_classifier(path: Path) -> Classifier:
                       label_map=info.get("label_map"))  # fmt: skip
 
 
+SIDECAR_KEYS = ("format", "precision", "pretrained_cfg", "class_names")  # what a phone file's JSON must hold
+
+
 def mobile_classifier(path: Path) -> Classifier:
     """Our LiteRT / ExecuTorch / Core ML export, run in its own runtime with the preprocessing and classes
     that travel with it (``NAME.json`` beside ``.tflite`` / ``.pte`` files, inside Core ML packages)."""
@@ -117,6 +120,11 @@ def mobile_classifier(path: Path) -> Classifier:
         if info is None:
             raise WeightsError(f"{path} has no {sidecar(path).name} beside it (classes, preprocessing); "
                                "export it with `mobilenets export --format " + path.suffix[1:] + "`.")  # fmt: skip
+        missing = [k for k in SIDECAR_KEYS if k not in info]
+        if missing:
+            raise WeightsError(f"{sidecar(path)} is not a mobilenets export's description (no "
+                               f"{', '.join(missing)}); export the model again with `mobilenets export --format "
+                               f"{path.suffix[1:]}`.")  # fmt: skip
         check_installed(info["format"])
         fmt_runtime = FORMAT_RUNTIMES[info["format"]]
         run, runtime = open_runner(fmt_runtime, path, info["precision"]), RUNTIMES[info["format"]]
@@ -155,7 +163,11 @@ def load_classifier(
         return torch_classifier(net, net.class_names, f"checkpoint {checkpoint}")
     if model:
         net = create_model(model, pretrained=pretrained)
-        return torch_classifier(net, description=f"{model} ({pretrained or 'untrained'})")
+        clf = torch_classifier(net, description=f"{model} ({pretrained or 'untrained'})")
+        if pretrained is None:
+            clf.warning = (f"{model} has random weights (no --pretrained): what it outputs means nothing; "
+                           "add --pretrained torchvision, timm or a weights file.")  # fmt: skip
+        return clf
     path = Path(weights)
     if path.suffix == ".mlpackage" and path.is_dir():
         return mobile_classifier(path)
@@ -166,7 +178,11 @@ def load_classifier(
     if path.suffix == ".pte" or (path.suffix == ".tflite" and path.with_name(path.name + ".json").is_file()):
         return mobile_classifier(path)
     if path.suffix == ".tflite":  # Google's own files: imported into PyTorch
-        net = load_tflite(path)
+        try:
+            net = load_tflite(path)
+        except WeightsError as exc:
+            raise WeightsError(f"{str(exc).rstrip('.')}; if {path.name} is a mobilenets export, put its "
+                               f"{sidecar(path).name} back beside it.") from None  # fmt: skip
         return torch_classifier(net, description=f"TFLite {path.name}")
     if (path.parent / MODEL_JSON).is_file():
         net = load_checkpoint(path)

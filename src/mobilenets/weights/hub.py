@@ -54,15 +54,19 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as exc:  # noqa: BLE001
             raise WeightsError(f"{path} is not a readable safetensors file ({exc}).") from None
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save's zip, or its legacy pickle
+        raise WeightsError(f"{path} is neither a PyTorch checkpoint nor a safetensors file; give a state dict "
+                           "saved with torch.save, or a .safetensors file.")  # fmt: skip
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise WeightsError(
-            f"Refusing to load {path}: unpickling it would run code or build objects other than "
-            f"tensors ({str(exc).splitlines()[0][:160]}); save a plain state dict or safetensors."
-        ) from None
+    except pickle.UnpicklingError:
+        raise WeightsError(f"Refusing to load {path}: it is a pickle that would run code or build objects other "
+                           "than tensors; save a plain state dict (torch.save(model.state_dict())) or "
+                           "safetensors.") from None  # fmt: skip
     except Exception as exc:  # noqa: BLE001
-        raise WeightsError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: {exc}).") from None
+        raise WeightsError(f"{path} is a damaged PyTorch checkpoint ({type(exc).__name__}); save it again.") from None
     for key in ("model", "state_dict", "model_ema"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
