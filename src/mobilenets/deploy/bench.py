@@ -34,7 +34,6 @@ DETECTION_BACKENDS = ("eager", "onnxruntime", "litert", "executorch")  # the who
 
 def _detect_batch(model: Any) -> Any:
     """A detector as a batch function: each image of an NCHW batch in turn (torchvision's list input)."""
-
     run = torch_runner(model, task="detection")
     return lambda x: run([torch.from_numpy(im) for im in x])
 
@@ -54,7 +53,6 @@ def _dense_runners(name: str, pairs: list[tuple[str, str]], threads: int, calib:
     """Detection: the whole model (resizing, decoding, NMS) in PyTorch, as our ONNX graph in ONNX Runtime, and
     as the phone file in its runtime with NMS after it (as an app runs it); fp32, [0, 1] images of
     ``img_size``. Segmentation: the per-pixel logits on every backend, as classifiers."""
-
     model = build_task_model(name).eval()
     if model.task == "segmentation":
         wrapped = SegmentationLogits(model).eval()

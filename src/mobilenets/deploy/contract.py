@@ -19,7 +19,6 @@ class ExportError(ValueError):
 
 def model_metadata(model: nn.Module, class_names: list[str] | None = None) -> dict[str, Any]:
     """What travels inside an export: architecture, preprocessing and class names."""
-
     if getattr(model, "task", "classification") != "classification":
         names = class_names or model_class_names(model)
     else:

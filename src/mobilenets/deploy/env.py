@@ -23,7 +23,6 @@ def _version(package: str) -> str | None:
 def environment() -> dict[str, Any]:
     """Versions, CPU, instruction sets, installed backends and, per precision, the backends that keep it
     here (an empty list with the reason where the CPU cannot)."""
-
     cpu = cpu_info()
     backends = [b for b in BACKENDS if available(b)]
     precisions: dict[str, Any] = {}

@@ -189,7 +189,6 @@ def export_mobile(
     """Write ``model`` as a ``.tflite``, ``.pte`` or Core ML ``.mlpackage`` at ``path``; int8 when
     ``calib`` (a folder of images or an N x 3 x H x W tensor) is given. Checked in its runtime first
     (see the module doc); returns a report."""
-
     if format not in MOBILE_FORMATS:
         raise ExportError(f"Unknown phone format {format!r}; use one of {', '.join(MOBILE_FORMATS)}.")
     suffix = SUFFIXES[format]

@@ -96,7 +96,6 @@ def export_int8(
     """Export ``model`` to an int8 QDQ ONNX file at ``path`` calibrated on ``calib``; with ``qat`` (training
     data, as ``mobilenets train --data`` takes) after quantization-aware fine-tuning on it. ``bits``: weight
     bits, 7 or 8 (default: what this CPU runs exactly; see :func:`weight_bits`)."""
-
     check("int8", "int8 ONNX export")
     model = exportable(model, "onnx", int8=True)
     path, size = check_exportable(model, path, img_size)

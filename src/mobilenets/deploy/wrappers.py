@@ -39,7 +39,6 @@ def exportable(model: nn.Module, format: str, int8: bool = False) -> nn.Module:
     size), a detector whole for ONNX (NMS is an ONNX operator) and as its decoded boxes and class
     probabilities for the others (:class:`.detection.DetectionOutputs`: NMS goes in the app); int8 detection
     is for the phone formats only (the ONNX graph holds NMS)."""
-
     task = getattr(model, "task", "classification")
     if task == "classification" or isinstance(model, (SegmentationLogits, DetectionOutputs)):
         return model
@@ -55,7 +54,6 @@ def exportable(model: nn.Module, format: str, int8: bool = False) -> nn.Module:
 def check_exportable(model: nn.Module, path: str | os.PathLike, img_size: int | None) -> tuple[Path, int]:
     """The output path and input size of an export, once checked: a writable folder, a classifier, a
     size of at least 32 (default: the model's own)."""
-
     path = Path(path)
     if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
         raise ExportError(f"Cannot write {path}: {path.parent} is not a writable folder.")

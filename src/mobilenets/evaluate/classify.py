@@ -54,7 +54,6 @@ def find_eval_set(data: str | Path, model_classes: list[str]) -> EvalSet:
     (``data/val`` or ``data/test`` first if present). Folder names map to the model's classes by
     name, by ImageNet wnid for 1000-class models, or else by sorted order when the counts agree.
     """
-
     if str(data) in BUILTIN:
         val = load_train_data(str(data)).val
         if len(val.classes) != len(model_classes):

@@ -166,7 +166,6 @@ class TaskZooRow:
 
 def task_zoo_rows(task: str) -> list[TaskZooRow]:
     """The published rows of ``task`` (``detection`` or ``segmentation``) with our counts."""
-
     rows = []
     for pub in PUBLISHED_TASKS:
         if task_of(pub.model) != task:

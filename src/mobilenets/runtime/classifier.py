@@ -109,7 +109,6 @@ SIDECAR_KEYS = ("format", "precision", "pretrained_cfg", "class_names")  # what 
 def mobile_classifier(path: Path) -> Classifier:
     """Our LiteRT / ExecuTorch / Core ML export, run in its own runtime with the preprocessing and classes
     that travel with it (``NAME.json`` beside ``.tflite`` / ``.pte`` files, inside Core ML packages)."""
-
     if path.suffix == ".mlpackage":
         run, runtime = coreml_runner(path, "fp32"), "Core ML"  # refuses first where it cannot predict
         import coremltools as ct
@@ -193,7 +192,6 @@ def load_classifier(
 
 def model_class_names(model: nn.Module) -> list[str]:
     """The class names a task model carries (training data, or COCO / VOC for the default class counts)."""
-
     names = getattr(model, "class_names", None)
     if names:
         return list(names)

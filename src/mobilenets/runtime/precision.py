@@ -28,6 +28,10 @@ class PrecisionError(ValueError):
     """A precision that this CPU or backend cannot keep."""
 
 
+class RuntimeUnavailable(ValueError):
+    """A runtime that cannot run here at all (Core ML's predictions off macOS)."""
+
+
 RUNTIME_PACKAGES = {"onnxruntime": ("onnxruntime",), "openvino": ("openvino",),
                     "litert": ("litert_torch", "ai_edge_litert"), "executorch": ("executorch",)}  # fmt: skip
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from mobilenets.runtime.files import check_installed, output_name
-from mobilenets.runtime.precision import PrecisionError, check_precision
+from mobilenets.runtime.precision import PrecisionError, RuntimeUnavailable, check_precision
 from mobilenets.util.cpu import cpu_info
 from mobilenets.util.extras import needs
 from mobilenets.util.files import as_file
@@ -186,8 +186,9 @@ def executorch_runner(data: bytes | str | os.PathLike, precision: str, threads: 
 def coreml_runner(path: str | os.PathLike, precision: str, threads: int = 2) -> Runner:
     """A Core ML package; its predictions exist only on macOS (refused elsewhere, in one sentence)."""
     if platform.system() != "Darwin":
-        raise PrecisionError(f"{Path(path).name} is a Core ML model: its predictions need macOS (coremltools "
-                             "cannot run it on Linux); evaluate the .tflite or .pte export here instead.")  # fmt: skip
+        raise RuntimeUnavailable(f"{Path(path).name} is a Core ML model: its predictions need macOS "
+                                 "(coremltools cannot run it on Linux); evaluate the .tflite or .pte export "
+                                 "here instead.")  # fmt: skip
     check_precision(precision)
     check_installed("coreml")
     with needs("Running a Core ML model"):

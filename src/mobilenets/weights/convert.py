@@ -170,7 +170,6 @@ def convert_state_dict(
     built with ``kwargs``; shapes are checked, a missing or misshapen key raises ``ValueError``.
     Detection and segmentation: torchvision's ``ssdlite320_mobilenet_v3_large`` and
     ``lraspp_mobilenet_v3_large``."""
-
     if task_of(name) != "classification":
         return convert_for(build_task_model(name, **kwargs), state_dict, source)
     return convert_for(build_model(name, **kwargs), state_dict, source)

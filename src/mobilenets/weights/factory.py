@@ -101,7 +101,6 @@ def read_model_json(folder: Path) -> dict[str, Any]:
 
 def load_checkpoint(path: str | Path) -> nn.Module:
     """Our training output: a folder (``best.safetensors`` + ``model.json``) or a weights file in one."""
-
     path = Path(path)
     if not path.exists():
         raise WeightsError(f"Checkpoint {path} does not exist.")
@@ -125,7 +124,6 @@ def load_checkpoint(path: str | Path) -> nn.Module:
 
 def guess_architecture(state: dict[str, torch.Tensor]) -> nn.Module:
     """Our model for a bare torchvision/timm/ours state dict, found by trying each configuration."""
-
     source = detect_source(state)
     head = [v for k, v in state.items() if "classifier" in k and k.endswith("weight")]
     num_classes = int(head[-1].shape[0]) if head else 1000
