@@ -199,7 +199,9 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="mobilenets", description=__doc__)
+    parser = Parser(
+        prog="mobilenets", description="MobileNetV1 to V4: choose, train, evaluate, quantize, export and deploy."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
