@@ -9,8 +9,9 @@ from torch import nn
 
 from mobilenets import create_model
 from mobilenets.train import autobatch
-from mobilenets.train.config import TrainConfig, TrainingError
+from mobilenets.train.config import TrainConfig
 from mobilenets.train.loop import train
+from mobilenets.util.errors import TrainingError
 
 GIB = 1 << 30
 

@@ -12,8 +12,9 @@ import torch
 import mobilenets
 from conftest import random_net, shared_path
 from mobilenets.models.registry import model_entry
+from mobilenets.util.errors import WeightsError
 from mobilenets.weights.catalog import CATALOG, get_weights, list_pretrained
-from mobilenets.weights.hub import WeightsError, hub_dir
+from mobilenets.weights.hub import hub_dir
 
 TV_ENUMS = {w.name: w.metrics_source.split("(")[1].rstrip(")") for w in CATALOG if w.source == "torchvision"}
 

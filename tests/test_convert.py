@@ -8,7 +8,8 @@ import torchvision
 
 from conftest import random_net, rel_err
 from mobilenets import convert_state_dict, create_model
-from mobilenets.weights.hub import WeightsError, load_pretrained
+from mobilenets.util.errors import WeightsError
+from mobilenets.weights.hub import load_pretrained
 
 timm = pytest.importorskip("timm")
 

@@ -16,12 +16,11 @@ from conftest import random_net, rel_err, shared_path
 from mobilenets import create_model, deploy, export, fuse
 from mobilenets.cli import main
 from mobilenets.deploy import int8_settings
-from mobilenets.deploy.contract import ExportError
 from mobilenets.deploy.quantize import export_int8
 from mobilenets.runtime import files as exported_files
-from mobilenets.runtime.precision import PrecisionError
 from mobilenets.runtime.runners import openvino_runner
 from mobilenets.util.cpu import CpuInfo, cpu_info
+from mobilenets.util.errors import ExportError, PrecisionError
 
 # OpenVINO's and NNCF's native thread pools stay out of the test process: loaded into it, later tests
 # (test_train's subprocess waits) ended in a segmentation fault on an Intel Xeon (AVX-512), 2026-12-02

@@ -143,3 +143,52 @@ def test_data_a_model_cannot_learn_or_output_is_refused(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "csv" / "images" / "a.png"), "--weights", str(tmp_path / "w.pt")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is neither a PyTorch checkpoint nor a safetensors file" in err, err
+
+
+def _api_calls(t):
+    """The command-line inputs above through the Python API: (call, the exception type it must raise)."""
+    import mobilenets
+    from mobilenets.train.config import TrainConfig
+    from mobilenets.train.loop import train
+    from mobilenets.util import errors
+
+    net = mobilenets.create_model("mobilenet_v3_small")
+    run = {"model": "mobilenet_v2", "data": "digits", "output": str(t / "r")}
+    return [
+        (lambda: mobilenets.export(net, t / "folder"), errors.ExportError),
+        (lambda: mobilenets.export(net, t / "m.tflite", format="onnx"), errors.ExportError),
+        (lambda: mobilenets.export(net, t / "q.onnx", int8=True, calib=t / "images", calib_size=0), errors.ExportError),
+        (lambda: mobilenets.export(net, t / "q.onnx", int8=True, calib=t / "missing"), errors.ExportError),
+        (lambda: mobilenets.export(net, t / "no" / "such" / "m.onnx"), errors.ExportError),
+        (lambda: mobilenets.export(net, t / "m.onnx", img_size=8), errors.ExportError),
+        (lambda: mobilenets.export(net, t / "m.onnx", format="onnxx"), errors.ExportError),
+        (lambda: mobilenets.create_model("mobilenet_v9"), errors.ModelError),
+        (lambda: mobilenets.create_model("mobilenet_v2", width_mult=0), errors.ModelError),
+        (lambda: mobilenets.create_model("mobilenet_v2", pretrained="no_such_weights"), errors.WeightsError),
+        (lambda: mobilenets.get_weights("mobilenet_v2.no_such_tag"), errors.UnknownWeights),
+        (lambda: mobilenets.load_checkpoint(t / "file.txt"), errors.WeightsError),
+        (lambda: mobilenets.load_checkpoint(t / "missing.pt"), errors.WeightsError),
+        (lambda: mobilenets.load_tflite(t / "file.txt"), errors.WeightsError),
+        (lambda: mobilenets.profile(net, input_size=4), errors.ModelError),
+        (lambda: mobilenets.deploy(net, precision="int4"), errors.PrecisionError),
+        (lambda: mobilenets.deploy(net, backend="tpu"), errors.PrecisionError),
+        (lambda: train(TrainConfig(**run, epochs=0)), errors.TrainingError),
+        (lambda: train(TrainConfig(**run, lr=-1)), errors.TrainingError),
+        (lambda: train(TrainConfig(**{**run, "output": str(t / "file.txt")})), errors.TrainingError),
+        (lambda: train(TrainConfig(**{**run, "data": str(t / "missing")})), errors.DataError),
+    ]
+
+
+def test_bad_input_through_the_api_raises_one_type_per_kind(place):
+    """Each kind of bad input raises its own ``MobilenetsError`` (a ``ValueError``) with a sentence, and
+    writes nothing: no library internals (``IsADirectoryError``, ``TypeError``, ``KeyError``)."""
+    from mobilenets.util.errors import MobilenetsError
+
+    before = sorted(p.name for p in place.rglob("*"))
+    for call, kind in _api_calls(place):
+        with pytest.raises(kind) as caught:
+            call()
+        assert isinstance(caught.value, MobilenetsError) and isinstance(caught.value, ValueError)
+        message = str(caught.value)
+        assert message[-1] in ".?" and "\n" not in message and "Traceback" not in message, message
+    assert sorted(p.name for p in place.rglob("*")) == before

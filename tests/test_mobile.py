@@ -12,9 +12,9 @@ import torch
 from conftest import random_net, shared_path
 from mobilenets import create_model, export
 from mobilenets.cli import main
-from mobilenets.deploy.contract import ExportError
 from mobilenets.runtime.classifier import load_classifier
 from mobilenets.runtime.files import check_installed
+from mobilenets.util.errors import ExportError
 from mobilenets.util.extras import MissingExtra
 
 pytestmark = pytest.mark.own_process  # the phone runtimes stay out of the test process

@@ -13,8 +13,8 @@ from conftest import shared_path
 from mobilenets import create_model
 from mobilenets.cli import main
 from mobilenets.data.preprocess import eval_resize_crop, load_rgb, to_tensor
+from mobilenets.util.errors import WeightsError
 from mobilenets.weights.factory import load_tflite
-from mobilenets.weights.hub import WeightsError
 from mobilenets.weights.tflite import Graph, Op, Tensor, recognise
 
 

@@ -19,9 +19,10 @@ from safetensors.torch import load_file
 
 from conftest import RESUMED_STATE, same_state, shared_path
 from mobilenets.cli import main
-from mobilenets.train.config import TrainConfig, TrainingError
+from mobilenets.train.config import TrainConfig
 from mobilenets.train.loop import train
 from mobilenets.train.recipes import RECIPES
+from mobilenets.util.errors import TrainingError
 
 TINY = ["--model", "mobilenet_v3_small", "--width-mult", "0.5", "--img-size", "32", "--batch-size", "8",
         "--workers", "0"]  # fmt: skip

@@ -112,7 +112,7 @@ def test_pretrained_timm_through_the_hub_cache(tmp_path, monkeypatch):
     naming what to fetch), with timm's preprocessing for it."""
     from safetensors.torch import save_file
 
-    from mobilenets.weights.hub import WeightsError
+    from mobilenets.util.errors import WeightsError
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))

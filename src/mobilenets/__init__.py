@@ -7,6 +7,7 @@ from mobilenets.models.fuse import fuse
 from mobilenets.models.layers import make_divisible
 from mobilenets.models.profile import Profile, profile
 from mobilenets.models.tasks import list_models
+from mobilenets.util.errors import MobilenetsError
 from mobilenets.weights.catalog import get_weights, list_pretrained
 from mobilenets.weights.convert import convert_state_dict
 from mobilenets.weights.factory import create_model, load_checkpoint, load_tflite
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 
 
 __all__ = [
+    "MobilenetsError",
     "Profile",
     "__version__",
     "convert_state_dict",

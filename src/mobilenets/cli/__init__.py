@@ -7,13 +7,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from mobilenets.cli.commands import UserError
 from mobilenets.cli.parser import build_parser
-from mobilenets.data.preprocess import BadImageError, DataError
-from mobilenets.deploy.contract import ExportError
-from mobilenets.train.config import TrainingError
+from mobilenets.util.errors import MobilenetsError
 from mobilenets.util.extras import MissingExtra
-from mobilenets.weights.hub import WeightsError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,18 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         args.run(args)
-    except (
-        UserError,
-        MissingExtra,
-        TrainingError,
-        ExportError,
-        WeightsError,
-        DataError,
-        BadImageError,
-        FileNotFoundError,
-        NotADirectoryError,
-        PermissionError,
-    ) as exc:
+    except (MobilenetsError, MissingExtra, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         print(f"mobilenets {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (ValueError, TypeError) as exc:  # our validation errors are full sentences

@@ -5,16 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
+from mobilenets.util.errors import MobilenetsError
 from mobilenets.util.extras import check
 
-# The file name each export format writes (the first one is what a refusal suggests).
-EXPORT_SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth"), "pt2": (".pt2",), "tflite": (".tflite",),
-                   "pte": (".pte",), "coreml": (".mlpackage",)}  # fmt: skip
 
-
-class UserError(Exception):
+class UserError(MobilenetsError):
     """A mistake in the command line or its inputs: printed as one sentence, exit status 2."""
 
 
@@ -124,6 +120,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     import json
 
+    from mobilenets.deploy.contract import check_output
     from mobilenets.deploy.export import export
     from mobilenets.deploy.mobile import export_mobile
     from mobilenets.deploy.quantize import export_int8
@@ -132,10 +129,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     extra = "mobile" if args.format in ("tflite", "pte", "coreml") else "int8" if args.int8 else "onnx"
     if args.format in ("onnx", "tflite", "pte", "coreml"):
         check(extra, f"export --format {args.format}" + (" --int8" if args.int8 else ""))
-    suffixes = EXPORT_SUFFIXES[args.format]
-    if Path(args.output).suffix.lower() not in suffixes:
-        raise UserError(f"--format {args.format} writes a {suffixes[0]} file; name the output "
-                        f"{Path(args.output).with_suffix(suffixes[0])}.")  # fmt: skip
+    check_output(args.output, args.format)
     if args.weights and args.weights.endswith((".onnx", ".pte", ".mlpackage")):
         raise UserError("--weights is already an export; export from a checkpoint, weights or --model.")
     if args.calib and not args.int8:

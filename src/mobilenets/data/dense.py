@@ -33,7 +33,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from mobilenets.data.images import _check_images
-from mobilenets.data.preprocess import DataError, list_images, load_rgb
+from mobilenets.data.preprocess import list_images, load_rgb
+from mobilenets.util.errors import DataError
 from mobilenets.weights.catalog import task_classes
 
 TRAIN_SPLITS = ("train", "train2017")

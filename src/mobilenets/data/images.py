@@ -15,7 +15,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from mobilenets.data.preprocess import BadImageError, DataError, class_folders, list_images, load_rgb
+from mobilenets.data.preprocess import class_folders, list_images, load_rgb
+from mobilenets.util.errors import BadImageError, DataError
 from mobilenets.util.extras import needs
 
 BUILTIN = ("digits", "cifar10", "cifar100")

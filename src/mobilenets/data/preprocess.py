@@ -10,11 +10,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 
+from mobilenets.util.errors import BadImageError, DataError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
-
-
-class BadImageError(ValueError):
-    """An image file that cannot be decoded."""
 
 
 def load_rgb(path: str | Path) -> Image.Image:
@@ -81,10 +79,6 @@ class EvalTransform:
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         return to_tensor(eval_resize_crop(img, self.cfg), self.cfg)
-
-
-class DataError(ValueError):
-    """A dataset folder that cannot be used as given; the message says why."""
 
 
 def list_images(folder: Path) -> list[Path]:

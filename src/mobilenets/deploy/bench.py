@@ -25,6 +25,7 @@ from mobilenets.runtime.files import BACKEND_FORMATS
 from mobilenets.runtime.precision import BACKENDS, PRECISION_BACKENDS, available, check_precision, install_hint
 from mobilenets.runtime.runners import measure_ms, onnx_session, open_runner, torch_runner
 from mobilenets.util.cpu import cpu_info
+from mobilenets.util.errors import ExportError, PrecisionError
 from mobilenets.util.extras import needs
 from mobilenets.weights.convert import TORCHVISION_FAMILIES
 
@@ -109,15 +110,15 @@ def bench_pairs(backends: list[str], precisions: list[str]) -> list[tuple[str, s
     unknown or missing backends and precisions this CPU cannot keep, in one sentence."""
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
-        raise ValueError(f"Unknown backend(s) {', '.join(unknown)}; use {', '.join(BACKENDS)}.")
+        raise PrecisionError(f"Unknown backend(s) {', '.join(unknown)}; use {', '.join(BACKENDS)}.")
     missing = [b for b in backends if not available(b)]
     if missing:
-        raise ValueError(f"Backend(s) {', '.join(missing)} not installed: {install_hint(missing)}.")
+        raise PrecisionError(f"Backend(s) {', '.join(missing)} not installed: {install_hint(missing)}.")
     for precision in precisions:
         check_precision(precision)
     pairs = [(b, p) for p in precisions for b in backends if b in PRECISION_BACKENDS[p]]
     if not pairs:
-        raise ValueError(f"None of the backends {', '.join(backends)} runs {', '.join(precisions)}.")
+        raise PrecisionError(f"None of the backends {', '.join(backends)} runs {', '.join(precisions)}.")
     return pairs
 
 
@@ -134,7 +135,7 @@ def bench(models: list[str], backends: list[str], batch_sizes: list[int], thread
     Backends that do not compute a precision are left out of its rows."""
     pairs = bench_pairs(backends, list(precisions))
     if any(b < 1 for b in batch_sizes):
-        raise ValueError("--batch-sizes must be positive integers.")
+        raise ExportError("--batch-sizes must be positive integers.")
     torch.set_num_threads(threads)
     rows: list[BenchRow] = []
     calib = calib if calib is not None else torch.randn(16, 3, img_size, img_size)
@@ -224,7 +225,7 @@ def select(budget_ms: float, backend: str = "onnxruntime", precision: str = "fp3
     """Measure every published configuration here; those within ``budget_ms`` (batch 1) first, best
     published top-1 first, then the rest by latency."""
     if not budget_ms > 0:
-        raise ValueError(f"--budget-ms must be positive, got {budget_ms}.")
+        raise ExportError(f"--budget-ms must be positive, got {budget_ms}.")
     bench_pairs([backend], [precision])
     torch.set_num_threads(threads)
     rows = []

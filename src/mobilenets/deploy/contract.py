@@ -3,18 +3,36 @@ one parity check against PyTorch (relative to the outputs' scale)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import nn
 
 from mobilenets.runtime.classifier import model_class_names, names_for
+from mobilenets.util.errors import ExportError
 
 FORMATS = ("onnx", "torchscript", "pt2", "tflite", "pte", "coreml")
+# The file name each format writes (the first one is what a refusal suggests).
+SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth"), "pt2": (".pt2",), "tflite": (".tflite",),
+            "pte": (".pte",), "coreml": (".mlpackage",)}  # fmt: skip
 
 
-class ExportError(ValueError):
-    """An export that cannot be done as asked; nothing was written."""
+def check_output(path: str | os.PathLike, format: str) -> Path:
+    """The output of an export in ``format``, refused before any work when it is a folder (other than a
+    Core ML package being replaced), names another format, or has no writable folder."""
+    if format not in FORMATS:
+        raise ExportError(f"Unknown export format {format!r}; use one of {', '.join(FORMATS)}.")
+    path, suffixes = Path(path), SUFFIXES[format]
+    if path.is_dir() and path.suffix != ".mlpackage":
+        raise ExportError(f"{path} is a folder; name the file to write, e.g. {path / 'model'}{suffixes[0]}.")
+    if path.suffix.lower() not in suffixes:
+        raise ExportError(f"The {format} format writes a {suffixes[0]} file; name the output "
+                          f"{path.with_suffix(suffixes[0])}.")  # fmt: skip
+    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+        raise ExportError(f"Cannot write {path}: its folder {path.parent} does not exist or is not writable.")
+    return path
 
 
 def model_metadata(model: nn.Module, class_names: list[str] | None = None) -> dict[str, Any]:

@@ -18,11 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from mobilenets.deploy.contract import ExportError
 from mobilenets.deploy.onnx import OPSET, add_metadata
 from mobilenets.deploy.wrappers import DetectionOutputs, detector_size
 from mobilenets.runtime.detection import phone_detector, select_detections, to_square
 from mobilenets.runtime.runners import onnx_session
+from mobilenets.util.errors import ExportError
 from mobilenets.util.extras import needs
 
 

@@ -11,12 +11,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from mobilenets.deploy.contract import FORMATS, ExportError, model_metadata
+from mobilenets.deploy.contract import check_output, model_metadata
 from mobilenets.deploy.detection import detection_onnx
 from mobilenets.deploy.mobile import export_mobile
 from mobilenets.deploy.onnx import add_metadata, check_onnx, onnx_bytes
 from mobilenets.deploy.quantize import export_int8
 from mobilenets.deploy.wrappers import DetectionOutputs, check_exportable, exportable
+from mobilenets.util.errors import ExportError
 from mobilenets.util.extras import check
 from mobilenets.util.files import atomic_write_bytes
 
@@ -30,29 +31,31 @@ def export(
     *,
     int8: bool = False,
     calib: Any = None,
+    calib_size: int = 128,
     channels_last_input: bool = False,
 ) -> dict[str, Any]:
     """Write ``model`` to ``path`` as ONNX (checked in ONNX Runtime: :func:`check_parity`), TorchScript, PT2,
     or for phones ``tflite`` / ``pte`` / ``coreml`` (:func:`.mobile.export_mobile`). The input is NCHW
     float (NHWC with ``channels_last_input``, phone formats only), normalized as ``model.pretrained_cfg``
     says; every file carries that, the class names and the architecture. ``int8=True`` quantizes,
-    calibrated on ``calib`` (a folder of images or a tensor): ONNX, LiteRT, ExecuTorch; Core ML int8 is
-    weight-only. Returns a report."""
-    if format not in FORMATS:
-        raise ExportError(f"Unknown export format {format!r}; use one of {', '.join(FORMATS)}.")
+    calibrated on ``calib`` (a folder of images, ``calib_size`` of them read, or a tensor): ONNX, LiteRT,
+    ExecuTorch; Core ML int8 is weight-only. Returns a report."""
+    check_output(path, format)
+    if int8 and (not isinstance(calib_size, int) or calib_size < 1):
+        raise ExportError(f"The calibration size must be an integer at least 1, got {calib_size!r}.")
     model = exportable(model, format, int8)
     if int8 and calib is None:
         raise ExportError("int8 needs calibration images: pass calib= a folder of images or a tensor.")
     if channels_last_input and format in ("onnx", "torchscript", "pt2"):
         raise ExportError("channels_last_input is for the phone formats (tflite, pte, coreml).")
     if format in ("tflite", "pte", "coreml"):
-        return export_mobile(model, path, format, img_size, class_names, calib if int8 else None,
+        return export_mobile(model, path, format, img_size, class_names, calib if int8 else None, calib_size,
                              channels_last_input=channels_last_input)  # fmt: skip
     if int8:
         if format != "onnx":
             raise ExportError(f"int8 is not offered for {format}; use onnx, tflite, pte or coreml.")
 
-        return export_int8(model, path, calib, img_size)
+        return export_int8(model, path, calib, img_size, calib_size)
     if format == "onnx":
         check("onnx", "Export to ONNX")
     model = model.eval()

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from mobilenets.deploy.contract import ExportError
 from mobilenets.util.cpu import cpu_info
+from mobilenets.util.errors import ExportError
 from mobilenets.util.extras import needs
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilenets.deploy.contract import ExportError, check_parity, model_metadata
+from mobilenets.deploy.contract import check_parity, model_metadata
 from mobilenets.deploy.detection import check_int8_detector, check_phone_detector
 from mobilenets.deploy.quantize import calibration_batch
 from mobilenets.deploy.wrappers import DetectionOutputs, NHWCInput, check_exportable
@@ -44,6 +44,7 @@ from mobilenets.runtime.files import (
     sidecar,
 )
 from mobilenets.runtime.runners import litert_io, open_runner
+from mobilenets.util.errors import ExportError
 from mobilenets.util.extras import needs
 from mobilenets.util.files import atomic_write_bytes
 from mobilenets.util.quiet import quiet

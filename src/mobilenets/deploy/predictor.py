@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilenets.deploy.contract import ExportError, model_metadata
+from mobilenets.deploy.contract import model_metadata
 from mobilenets.deploy.mobile import phone_bytes
 from mobilenets.deploy.onnx import add_metadata, onnx_bytes
 from mobilenets.deploy.quantize import calibration_batch, quantize_onnx
@@ -31,6 +31,7 @@ from mobilenets.runtime.files import BACKEND_FORMATS
 from mobilenets.runtime.precision import AUTO, BACKENDS, available, check_precision
 from mobilenets.runtime.runners import DTYPES, measure_ms, open_runner, torch_runner
 from mobilenets.util.cpu import PRECISIONS, cpu_info
+from mobilenets.util.errors import ExportError, PrecisionError
 from mobilenets.util.extras import check
 
 
@@ -50,7 +51,7 @@ class Predictor:
     def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         expected = tuple(self.cfg["input_size"])
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"This {self.backend} predictor takes N x {' x '.join(map(str, expected))} inputs, "
+            raise ExportError(f"This {self.backend} predictor takes N x {' x '.join(map(str, expected))} inputs, "
                              f"got {tuple(x.shape)}; resize the images or deploy with img_size=.")  # fmt: skip
         if isinstance(x, torch.Tensor):
             return torch.from_numpy(self.run(np.ascontiguousarray(x.detach().cpu().float().numpy())))
@@ -67,7 +68,7 @@ def build_runner(model: nn.Module, backend: str, threads: int, onnx: dict[str, b
     """One backend's batch function at ``precision``; ``onnx`` caches the fp32 / int8 exports between
     backends. Refuses (:class:`PrecisionError`) a precision the backend or this CPU cannot keep."""
     if backend not in BACKENDS:
-        raise ValueError(f"Unknown backend {backend!r}; use one of {', '.join(BACKENDS)}.")
+        raise PrecisionError(f"Unknown backend {backend!r}; use one of {', '.join(BACKENDS)}.")
     check_precision(precision, backend)
     torch.set_num_threads(threads)
     if backend == "eager":  # bf16: a bf16 copy, the caller's model stays as it is
@@ -122,9 +123,9 @@ def deploy(
     """
     check_precision(precision, None if backend == "auto" else backend)
     if backend != "auto" and backend not in BACKENDS:
-        raise ValueError(f"Unknown backend {backend!r}; use 'auto' or one of {', '.join(BACKENDS)}.")
+        raise PrecisionError(f"Unknown backend {backend!r}; use 'auto' or one of {', '.join(BACKENDS)}.")
     if getattr(model, "features_only", False):
-        raise ValueError("deploy needs a classifier; this model was built with features_only=True.")
+        raise ExportError("deploy needs a classifier; this model was built with features_only=True.")
     threads = threads or min(2, torch.get_num_threads())
     size = img_size or model.pretrained_cfg["input_size"][1]
     candidates = auto_candidates(precision) if backend == "auto" else [(backend, precision)]

@@ -17,11 +17,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mobilenets.data.images import ImageDataset, build_transforms, load_train_data
-from mobilenets.deploy.contract import ExportError, relative_diff
+from mobilenets.deploy.contract import relative_diff
 from mobilenets.deploy.int8_settings import nncf_options, shrink_weights, stem_nodes
 from mobilenets.deploy.onnx import onnx_bytes
 from mobilenets.models.fuse import fuse
 from mobilenets.runtime.runners import onnx_session
+from mobilenets.util.errors import ExportError
 from mobilenets.util.extras import needs
 
 

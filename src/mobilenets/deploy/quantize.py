@@ -23,13 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from mobilenets.data.preprocess import BadImageError, list_images, preprocess
-from mobilenets.deploy.contract import ExportError, model_metadata
+from mobilenets.data.preprocess import list_images, preprocess
+from mobilenets.deploy.contract import model_metadata
 from mobilenets.deploy.int8_settings import int8_metadata, nncf_options, shrink_weights, stem_nodes, weight_bits
 from mobilenets.deploy.onnx import add_metadata, check_onnx, onnx_bytes
 from mobilenets.deploy.qat import qat_check, qat_finetune, qat_onnx
 from mobilenets.deploy.wrappers import check_exportable, exportable
 from mobilenets.runtime.files import read_metadata
+from mobilenets.util.errors import BadImageError, ExportError
 from mobilenets.util.extras import check, needs
 from mobilenets.util.files import atomic_write_bytes
 

@@ -11,8 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.models.detection.image_list import ImageList
 
-from mobilenets.deploy.contract import ExportError
 from mobilenets.runtime.files import MOBILE_FORMATS
+from mobilenets.util.errors import ExportError
 
 
 def carry_description(wrapper: nn.Module, model: nn.Module) -> None:

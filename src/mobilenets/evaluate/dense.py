@@ -31,8 +31,9 @@ from mobilenets.data.dense import (
     load_segmentation_data,
     segmentation_transforms,
 )
-from mobilenets.data.preprocess import DataError, load_rgb
+from mobilenets.data.preprocess import load_rgb
 from mobilenets.runtime.classifier import Classifier
+from mobilenets.util.errors import DataError
 
 
 def coco_map(predictions: list[dict[str, torch.Tensor]], targets: list[dict[str, torch.Tensor]]) -> dict[str, float]:

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from mobilenets.models.profile import profile
 from mobilenets.models.registry import build_model
 from mobilenets.models.tasks import build_task_model, task_of
+from mobilenets.util.errors import MobilenetsError, WeightsError
 from mobilenets.util.extras import needs
 from mobilenets.weights.catalog import CATALOG
 
@@ -247,14 +248,14 @@ def weights_rows(filter: str = "*") -> list[WeightsRow]:
     rows = [WeightsRow(w.name, w.source, w.classes, " ".join(f"{k} {v:g}" for k, v in w.metrics.items()), w.license,
                        w.default_for or "", w.url) for w in CATALOG if fnmatch.fnmatch(w.name, filter)]  # fmt: skip
     if not rows:
-        raise ValueError(f"No weights match {filter!r}; `mobilenets zoo --weights` lists them all.")
+        raise WeightsError(f"No weights match {filter!r}; `mobilenets zoo --weights` lists them all.")
     return rows
 
 
 def render(rows: list[ZooRow] | list[TaskZooRow] | list[WeightsRow], fmt: str = "table") -> str:
     """Rows as ``table`` (aligned text), ``csv``, ``json`` or ``markdown``."""
     if fmt not in ("table", "csv", "json", "markdown"):
-        raise ValueError(f"Unknown format {fmt!r}; use table, csv, json or markdown.")
+        raise MobilenetsError(f"Unknown format {fmt!r}; use table, csv, json or markdown.")
     dicts = [asdict(r) for r in rows]
     if fmt == "json":
         return json.dumps(dicts, indent=2)

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobilenets.util.errors import ModelError
+
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),
     "relu6": lambda: nn.ReLU6(inplace=True),
@@ -50,7 +52,7 @@ class SamePadConv2d(nn.Conv2d):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if any(k < s for k, s in zip(self.kernel_size, self.stride, strict=True)):
-            raise ValueError(f"SAME padding here needs kernel >= stride, got {self.kernel_size} / {self.stride}.")
+            raise ModelError(f"SAME padding here needs kernel >= stride, got {self.kernel_size} / {self.stride}.")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = []

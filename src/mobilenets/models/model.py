@@ -20,6 +20,7 @@ from mobilenets.models.blocks import (
 )
 from mobilenets.models.layers import ConvNormAct, make_activation
 from mobilenets.models.spec import LayerSpec, NetSpec
+from mobilenets.util.errors import ModelError
 
 OUTPUT_STRIDES = (8, 16, 32)
 
@@ -114,11 +115,11 @@ class MobileNet(nn.Module):
     ) -> None:
         super().__init__()
         if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must lie in [0, 1), got {drop_path_rate!r}.")
+            raise ModelError(f"drop_path_rate must lie in [0, 1), got {drop_path_rate!r}.")
         if output_stride not in OUTPUT_STRIDES:
-            raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}.")
+            raise ModelError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}.")
         if padding not in ("symmetric", "same"):
-            raise ValueError(f"padding must be 'symmetric' or 'same', got {padding!r}.")
+            raise ModelError(f"padding must be 'symmetric' or 'same', got {padding!r}.")
         self.spec = spec
         norm = dict(bn_eps=bn_eps, bn_momentum=bn_momentum, padding=padding)
         self.stem = _build_block(spec.stem, 1, norm)
@@ -130,7 +131,7 @@ class MobileNet(nn.Module):
         self.feature_info = _feature_info(spec, reductions, nominal)
         bad_index = max(out_indices, default=0) >= len(self.feature_info) or min(out_indices, default=0) < 0
         if features_only and bad_index:
-            raise ValueError(f"out_indices must lie in 0..{len(self.feature_info) - 1}, got {tuple(out_indices)}.")
+            raise ModelError(f"out_indices must lie in 0..{len(self.feature_info) - 1}, got {tuple(out_indices)}.")
         self.features_only = features_only
         self.out_indices = tuple(out_indices)
         if features_only:
@@ -180,7 +181,7 @@ class MobileNet(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a fresh one with ``num_classes`` outputs (0: no classifier)."""
         if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}.")
+            raise ModelError(f"num_classes must be >= 0, got {num_classes}.")
         self.num_classes = num_classes
         self.classifier = nn.Linear(self.head_hidden_size, num_classes) if num_classes else nn.Identity()
         if num_classes:

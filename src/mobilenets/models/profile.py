@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from mobilenets.models.blocks import explicit_attention
+from mobilenets.util.errors import ModelError
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def count_macs(model: nn.Module, input_size: int = 224, in_chans: int = 3) -> in
 def profile(model: nn.Module, input_size: int = 224) -> Profile:
     """Parameters and multiply-adds of ``model`` at ``input_size`` x ``input_size``."""
     if not isinstance(input_size, int) or input_size < 8:
-        raise ValueError(f"input_size must be an integer >= 8, got {input_size!r}.")
+        raise ModelError(f"input_size must be an integer >= 8, got {input_size!r}.")
     params = sum(p.numel() for p in model.parameters())
     bn = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
     first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))

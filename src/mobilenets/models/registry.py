@@ -11,6 +11,7 @@ from typing import Any
 from mobilenets.models import mobilenet_v1, mobilenet_v2, mobilenet_v3, mobilenet_v4
 from mobilenets.models.model import MobileNet
 from mobilenets.models.spec import NetSpec, for_small_input, with_in_chans
+from mobilenets.util.errors import ModelError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -98,7 +99,7 @@ def model_entry(name: str) -> ModelEntry:
     if name not in MODELS:
         close = difflib.get_close_matches(str(name), MODELS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown model {name!r}; available: {', '.join(list_models())}.{hint}")
+        raise ModelError(f"Unknown model {name!r}; available: {', '.join(list_models())}.{hint}")
     return MODELS[name]
 
 
@@ -111,15 +112,15 @@ def build_model(name: str, **kwargs: Any) -> MobileNet:
         raise TypeError(f"{name}() got unexpected keyword argument(s) {', '.join(unknown)}; allowed: {allowed}.")
     width_mult = kwargs.get("width_mult", 1.0)
     if not isinstance(width_mult, (int, float)) or width_mult <= 0:
-        raise ValueError(f"width_mult must be a number > 0, got {width_mult!r}.")
+        raise ModelError(f"width_mult must be a number > 0, got {width_mult!r}.")
     in_chans = kwargs.get("in_chans", 3)
     if not isinstance(in_chans, int) or in_chans < 1:
-        raise ValueError(f"in_chans must be a positive integer, got {in_chans!r}.")
+        raise ModelError(f"in_chans must be a positive integer, got {in_chans!r}.")
     v3 = {k: kwargs[k] for k in ("minimalistic", "reduced_tail") if k in kwargs}
     output_stride = kwargs.get("output_stride", 32)
     if kwargs.get("dilated"):
         if output_stride not in (16, 32):
-            raise ValueError("dilated=True means output_stride=16; pass one or the other.")
+            raise ModelError("dilated=True means output_stride=16; pass one or the other.")
         output_stride = 16
     spec = with_in_chans(entry.resolve(width_mult=float(width_mult), **v3), in_chans)
     if kwargs.get("small_input"):

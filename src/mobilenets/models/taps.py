@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from mobilenets.models.model import MobileNet
+from mobilenets.util.errors import ModelError
 
 END = -1  # the cut after the whole body: the last block and the last 1x1 conv (``head_conv``)
 
@@ -35,7 +36,7 @@ class Taps(nn.Module):
             if at_expansion:
                 split = layers[position].split_at_expansion()
                 if split is None:
-                    raise ValueError(f"block {position} of {net.model_name} has no expansion to cut at.")
+                    raise ModelError(f"block {position} of {net.model_name} has no expansion to cut at.")
                 piece.append(split[0])
                 rest = [split[1]]
             pieces.append(nn.Sequential(*piece))

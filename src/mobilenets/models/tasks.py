@@ -21,6 +21,7 @@ from mobilenets.models.model import MobileNet
 from mobilenets.models.registry import IMAGENET_MEAN, IMAGENET_STD, MODELS, build_model, model_entry
 from mobilenets.models.registry import list_models as list_classifiers
 from mobilenets.models.ssdlite import BN, ssdlite
+from mobilenets.util.errors import ModelError
 
 TASKS = {"ssdlite_": "detection", "lraspp_": "segmentation"}
 ALIASES = {"ssdlite320_mobilenet_v3_large": "ssdlite_mobilenet_v3_large"}
@@ -45,7 +46,7 @@ def list_models(task: str = "classification") -> list[str]:
         return sorted(n for t in ("classification", "detection", "segmentation") for n in list_models(t))
     prefix = next((p for p, t in TASKS.items() if t == task), None)
     if prefix is None:
-        raise ValueError(f"Unknown task {task!r}; use classification, detection, segmentation or all.")
+        raise ModelError(f"Unknown task {task!r}; use classification, detection, segmentation or all.")
     return sorted([prefix + n for n in MODELS] + [a for a, n in ALIASES.items() if n.startswith(prefix)])
 
 
@@ -71,7 +72,7 @@ def task_options(name: str, pretrained_backbone: bool = False, **kwargs: Any) ->
         )
     num_classes = kwargs.pop("num_classes", DEFAULT_CLASSES[task])
     if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2 (background included), got {num_classes!r}.")
+        raise ModelError(f"num_classes must be an integer >= 2 (background included), got {num_classes!r}.")
     net_args = {k: kwargs.pop(k) for k in BACKBONE_OPTIONS if k in kwargs}
     if task == "detection":
         if "reduced_tail" in model_entry(backbone).options:

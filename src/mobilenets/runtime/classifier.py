@@ -28,11 +28,12 @@ from mobilenets.runtime.files import (
     sidecar,
 )
 from mobilenets.runtime.runners import coreml_runner, onnx_session, open_runner, torch_runner
+from mobilenets.util.errors import WeightsError
 from mobilenets.util.extras import check
 from mobilenets.weights.catalog import task_classes
 from mobilenets.weights.classes import imagenet_names
 from mobilenets.weights.factory import MODEL_JSON, create_model, guess_architecture, load_checkpoint, load_tflite
-from mobilenets.weights.hub import WeightsError, read_state_dict
+from mobilenets.weights.hub import read_state_dict
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mobilenets.util.cpu import cpu_info
+from mobilenets.util.errors import PrecisionError
 from mobilenets.util.extras import EXTRA_OF, has, install_command
 
 BACKENDS = ("eager", "fused", "compile", "onnxruntime", "openvino", "litert", "executorch")
@@ -22,14 +23,6 @@ AUTO = {
     "bf16": ("fused", "openvino"),
     "int8": ("onnxruntime", "openvino"),
 }
-
-
-class PrecisionError(ValueError):
-    """A precision that this CPU or backend cannot keep."""
-
-
-class RuntimeUnavailable(ValueError):
-    """A runtime that cannot run here at all (Core ML's predictions off macOS)."""
 
 
 RUNTIME_PACKAGES = {"onnxruntime": ("onnxruntime",), "openvino": ("openvino",),

@@ -28,8 +28,9 @@ import torch
 from torch import nn
 
 from mobilenets.runtime.files import check_installed, output_name
-from mobilenets.runtime.precision import PrecisionError, RuntimeUnavailable, check_precision
+from mobilenets.runtime.precision import check_precision
 from mobilenets.util.cpu import cpu_info
+from mobilenets.util.errors import PrecisionError, RuntimeUnavailable
 from mobilenets.util.extras import needs
 from mobilenets.util.files import as_file
 from mobilenets.util.quiet import quiet
@@ -214,7 +215,7 @@ def open_runner(runtime: str, source: Any, precision: str, threads: int = 2) -> 
     if runtime == "eager":
         return torch_runner(source, precision)
     if runtime not in FILE_RUNNERS:
-        raise ValueError(f"Unknown runtime {runtime!r}; use eager or one of {', '.join(FILE_RUNNERS)}.")
+        raise PrecisionError(f"Unknown runtime {runtime!r}; use eager or one of {', '.join(FILE_RUNNERS)}.")
     return FILE_RUNNERS[runtime](source, precision, threads)
 
 

@@ -18,6 +18,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from mobilenets.util.errors import TrainingError
+
 MAX_AUTO_BATCH = 64  # the recipes' reference batch; larger batches only add memory on a CPU
 FALLBACK = 32
 BUDGET_FRACTION = 0.3  # of the available memory, for the step's growth (data workers and eval need the rest)
@@ -103,7 +105,7 @@ def choose(step: Callable[[int], None], requested: int | str, n_train: int, proc
         need = fixed + per_image * min(int(requested), n_train)  # a batch past the data is the whole data
         if need > budget:
             best = largest_fitting(fixed, per_image, budget, 1 << 20)
-            raise ValueError(f"--batch-size {requested} needs about {need / gib:.1f} GiB per step, more than the "
+            raise TrainingError(f"--batch-size {requested} needs about {need / gib:.1f} GiB per step, more than the "
                              f"{budget / gib:.1f} GiB this run can use; use --batch-size {best} or auto.")  # fmt: skip
         return int(requested), f"batch size {requested} (about {need / gib:.1f} GiB per step)"
     batch = largest_fitting(fixed, per_image, budget, cap)

@@ -11,12 +11,9 @@ import torch
 from mobilenets.models.registry import model_entry
 from mobilenets.models.tasks import task_backbone, task_of
 from mobilenets.train.recipes import RECIPES
+from mobilenets.util.errors import TrainingError
 
 AMP = ("none", "bf16", "fp16")
-
-
-class TrainingError(RuntimeError):
-    """Training cannot start or go on; the message says why and what to do."""
 
 
 @dataclass
@@ -52,26 +49,26 @@ class TrainConfig:
         else:
             task_backbone(self.model)
             if self.small_input:
-                raise ValueError("--small-input is for classification models.")
+                raise TrainingError("--small-input is for classification models.")
         if self.label_map is not None and task != "segmentation":
-            raise ValueError("--label-map is for segmentation models (lraspp_...).")
+            raise TrainingError("--label-map is for segmentation models (lraspp_...).")
         if self.epochs < 1:
-            raise ValueError(f"--epochs must be >= 1, got {self.epochs}.")
+            raise TrainingError(f"--epochs must be >= 1, got {self.epochs}.")
         if self.batch_size != "auto" and not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise ValueError(f"--batch-size must be auto or an integer >= 1, got {self.batch_size!r}.")
+            raise TrainingError(f"--batch-size must be auto or an integer >= 1, got {self.batch_size!r}.")
         if self.img_size is not None and self.img_size < 16:
-            raise ValueError(f"--img-size must be >= 16, got {self.img_size}.")
+            raise TrainingError(f"--img-size must be >= 16, got {self.img_size}.")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"--lr must be a positive number, got {self.lr}.")
+            raise TrainingError(f"--lr must be a positive number, got {self.lr}.")
         if self.recipe is not None and self.recipe not in RECIPES:
-            raise ValueError(f"Unknown recipe {self.recipe!r}; use one of {', '.join(RECIPES)}.")
+            raise TrainingError(f"Unknown recipe {self.recipe!r}; use one of {', '.join(RECIPES)}.")
         if self.recipe == "finetune" and not self.pretrained:
-            raise ValueError("The finetune recipe needs --pretrained (torchvision, timm or a weights file).")
+            raise TrainingError("The finetune recipe needs --pretrained (torchvision, timm or a weights file).")
         if self.amp not in AMP:
-            raise ValueError(f"--amp must be one of {', '.join(AMP)}, got {self.amp!r}.")
+            raise TrainingError(f"--amp must be one of {', '.join(AMP)}, got {self.amp!r}.")
         if self.amp == "fp16" and not torch.cuda.is_available():
-            raise ValueError("--amp fp16 needs a CUDA GPU; on CPU use --amp bf16.")
+            raise TrainingError("--amp fp16 needs a CUDA GPU; on CPU use --amp bf16.")
         if self.sync_bn and not torch.cuda.is_available():
-            raise ValueError("--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm runs on GPU only).")
+            raise TrainingError("--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm runs on GPU only).")
         if self.workers < 0:
-            raise ValueError(f"--workers must be >= 0, got {self.workers}.")
+            raise TrainingError(f"--workers must be >= 0, got {self.workers}.")

@@ -30,12 +30,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from mobilenets.data.preprocess import DataError
 from mobilenets.train import autobatch
-from mobilenets.train.config import TrainConfig, TrainingError
+from mobilenets.train.config import TrainConfig
 from mobilenets.train.dist import Dist, all_reduce, setup_distributed
 from mobilenets.train.recipes import RECIPES, Recipe
 from mobilenets.train.tasks import train_task
+from mobilenets.util.errors import DataError, TrainingError
 from mobilenets.util.extras import has
 from mobilenets.util.files import atomic_save_safetensors, atomic_torch_save, atomic_write_bytes, atomic_write_json
 from mobilenets.weights.factory import BEST, MODEL_JSON

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mobilenets.models.registry import IMAGENET_MEAN, IMAGENET_STD
+from mobilenets.util.errors import UnknownWeights
 
 TV = "https://download.pytorch.org/models/"
 TV_CARD = "torchvision weights metadata ({})"
@@ -173,10 +174,6 @@ CATALOG: tuple[Weights, ...] = (
             "da341cf06fa50127a72dcbeb140ee5ee98013630aa044260a4c3d45c43fc89ce", "mobilenet_v3_small_1.0_224_uint8.tflite"),
 )  # fmt: skip
 BY_NAME = {w.name: w for w in CATALOG}
-
-
-class UnknownWeights(ValueError):
-    """A weights name that is not in the catalogue; the message lists the close ones."""
 
 
 def list_pretrained(filter: str = "*") -> list[str]:

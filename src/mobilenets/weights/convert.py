@@ -14,6 +14,7 @@ from torch import nn
 from mobilenets.models.registry import build_model
 from mobilenets.models.spec import LayerSpec, NetSpec
 from mobilenets.models.tasks import build_task_model, task_of
+from mobilenets.util.errors import WeightsError
 
 SOURCES = ("torchvision", "timm", "mobilenets")
 TORCHVISION_FAMILIES = ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
@@ -179,13 +180,13 @@ def convert_for(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source
     """:func:`convert_state_dict` for a model already built (ours, from ``create_model``)."""
     name, kwargs = model.model_name, model.model_args
     if source not in SOURCES:
-        raise ValueError(f"Unknown source {source!r}; use one of {', '.join(SOURCES)}.")
+        raise WeightsError(f"Unknown source {source!r}; use one of {', '.join(SOURCES)}.")
     task = getattr(model, "task", "classification")
     have = TORCHVISION_TASKS if task != "classification" else TORCHVISION_FAMILIES
     if source == "torchvision" and name not in have:
-        raise ValueError(f"torchvision has no {name}; it has {', '.join(have)}.")
+        raise WeightsError(f"torchvision has no {name}; it has {', '.join(have)}.")
     if source == "timm" and task != "classification":
-        raise ValueError(f"timm has no detection or segmentation models; load {name} from torchvision or ours.")
+        raise WeightsError(f"timm has no detection or segmentation models; load {name} from torchvision or ours.")
     target = model.state_dict()
     state_dict = _strip_prefix(state_dict)
     if source == "mobilenets":
@@ -204,13 +205,13 @@ def convert_for(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source
             if leaf == "num_batches_tracked":
                 out[key] = like.clone()
                 continue
-            raise ValueError(
+            raise WeightsError(
                 f"The {source} state dict has no {src!r} (needed for our {key!r}); "
                 f"is it a {name} with these options ({kwargs or 'defaults'})?"
             )
         value = state_dict[src]
         if value.numel() != like.numel():
-            raise ValueError(
+            raise WeightsError(
                 f"{source} {src!r} has shape {tuple(value.shape)} but our {name} needs "
                 f"{tuple(like.shape)}: check width_mult and num_classes."
             )
@@ -218,7 +219,7 @@ def convert_for(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source
         used.add(src)
     extra = sorted(set(state_dict) - used - {k for k in state_dict if k.endswith("num_batches_tracked")})
     if extra:
-        raise ValueError(
+        raise WeightsError(
             f"The {source} state dict has {len(extra)} key(s) our {name} does not use, "
             f"e.g. {extra[0]!r}: it is another architecture or configuration."
         )

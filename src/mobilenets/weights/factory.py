@@ -15,9 +15,10 @@ from torch import nn
 
 from mobilenets.models.registry import build_model
 from mobilenets.models.tasks import build_task_model, list_models, task_of, task_options
+from mobilenets.util.errors import WeightsError
 from mobilenets.weights.catalog import get_weights, list_pretrained
 from mobilenets.weights.convert import convert_for
-from mobilenets.weights.hub import WeightsError, detect_source, fetch_weights, load_pretrained, read_state_dict, resolve
+from mobilenets.weights.hub import detect_source, fetch_weights, load_pretrained, read_state_dict, resolve
 from mobilenets.weights.tflite import CANDIDATES, load_graph, read_graph, tflite_architecture
 
 MODEL_JSON = "model.json"
@@ -44,7 +45,7 @@ def create_model(name: str, *, pretrained: bool | str | None = None, **kwargs) -
         name, kwargs = weights.model, {**weights.model_args, **kwargs}
         pretrained = weights.name if pretrained is True else None if pretrained is False else pretrained
     if pretrained is True:
-        raise ValueError(f"pretrained=True needs a weights name such as {list_pretrained(name + '.*')[:1] or '...'}"
+        raise WeightsError(f"pretrained=True needs a weights name such as {list_pretrained(name + '.*')[:1] or '...'}"
                          f"; or pass pretrained='torchvision', 'timm' or a file.")  # fmt: skip
     if task_of(name) != "classification":  # backbone weights: pretrained_backbone=
         model = _task_model(name, **kwargs)

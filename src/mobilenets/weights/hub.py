@@ -14,12 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from mobilenets.weights.catalog import BY_NAME, UnknownWeights, Weights, release
+from mobilenets.util.errors import UnknownWeights, WeightsError
+from mobilenets.weights.catalog import BY_NAME, Weights, release
 from mobilenets.weights.convert import convert_for
-
-
-class WeightsError(ValueError):
-    """A weights file or source that cannot be loaded; the message says why and what to do."""
 
 
 def hub_dir() -> Path:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from mobilenets.models.registry import build_model
-from mobilenets.weights.hub import WeightsError
+from mobilenets.util.errors import WeightsError
 
 CANDIDATES: tuple[tuple[str, float, bool], ...] = (
     *[("mobilenet_v1", w, False) for w in (0.25, 0.5, 0.75, 1.0)],
