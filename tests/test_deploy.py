@@ -123,9 +123,12 @@ def test_export_mistakes_write_nothing(v3, tmp_path, calib_dir):
 
 def test_int8_runs_in_onnxruntime_and_openvino(v3, tmp_path, calib_dir):
     """The int8 file compiles and runs in both runtimes on this CPU (OpenVINO with its f32 hint: its bf16
-    default on AMX machines cannot compile QDQ models) and records the weight bits chosen for this CPU."""
+    default on AMX machines cannot compile QDQ models), records the weight bits chosen for this CPU, and is
+    the same file when made twice."""
     path = tmp_path / "q.onnx"
     report = export_int8(v3, path, calib_dir, img_size=96)
+    export_int8(v3, tmp_path / "again.onnx", calib_dir, img_size=96)
+    assert path.read_bytes() == (tmp_path / "again.onnx").read_bytes()  # calibration is deterministic
     assert report["fp32_bytes"] / report["bytes"] > 3.0 and report["calibration_images"] == 8  # SE weights fp16
     bits = 8 if cpu_info().int8_dot else 7
     assert report["weight_bits"] == bits
@@ -227,33 +230,41 @@ def _top1(path, x: np.ndarray, y: np.ndarray, exact: bool = False) -> float:
     return float((pred == y).mean())
 
 
+# The most top-1 (points, on the 1300 images) default int8 may lose: 0.5 where int8 dot products accumulate
+# in 32 bits (VNNI, AMX); 1.0 on AVX2 alone, whose 7-bit weights cost Google's V2 about 0.7 point more
+# (measured in exact arithmetic, benchmarks/RESULTS.md "int8 by default").
+MAX_DROP = 0.5 if cpu_info().int8_dot else 1.0
+
+
 @pytest.mark.slow
-def test_int8_accuracy_on_real_images(tmp_path):
-    """Google's MobileNetV2 (TFLite), int8 calibrated on ants/bees: top-1 drop <= 1 point on 1300 images,
-    with the weight bits chosen for this CPU, in ONNX Runtime's int8 kernels here. On AVX2 CPUs the 8-bit
-    setting made for VNNI/AMX is checked too, in the exact arithmetic those CPUs compute (measured here:
-    8-bit weights lose 1.4 points in AVX2 kernels, which saturate, and 0.7 in exact arithmetic)."""
+@pytest.mark.parametrize("name", ["mobilenet_v2_1.0_224_quant", "mobilenet_v3_small_1.0_224_uint8"])
+def test_int8_accuracy_on_real_images(tmp_path, name):
+    """Google's V2 and V3-Small (TFLite), int8 with the default flags calibrated on COCO photos (not
+    ImageNet-like): top-1 drop within MAX_DROP on 1300 images in ONNX Runtime's int8 kernels, with the
+    weight bits chosen for this CPU; on AVX2 CPUs the 8-bit setting made for VNNI/AMX is checked too, in
+    the exact arithmetic those CPUs compute."""
     from mobilenets.evaluate.classify import _Images, find_eval_set
     from mobilenets.runtime.classifier import load_classifier
 
-    weights = shared_path("weights", "mobilenet_v2_1.0_224_quant.tflite")
+    weights = shared_path("weights", f"{name}.tflite")
     data = shared_path("imagenet-val-1300")
-    calib = shared_path("hymenoptera", "train")
+    calib = shared_path("coco128", "images")
     assert main(["export", "--weights", str(weights), "--output", str(tmp_path / "f.onnx")]) == 0
     other = [] if cpu_info().int8_dot else ["8"]
     for bits in ["auto", *other]:
-        assert main(["export", "--weights", str(weights), "--int8", "--calib", str(calib), "--calib-size", "256",
-                     "--weight-bits", bits, "--output", str(tmp_path / f"q{bits}.onnx")]) == 0  # fmt: skip
+        more = [] if bits == "auto" else ["--weight-bits", bits]
+        assert main(["export", "--weights", str(weights), "--int8", "--calib", str(calib), *more,
+                     "--output", str(tmp_path / f"q{bits}.onnx")]) == 0  # fmt: skip
     clf = load_classifier(str(tmp_path / "f.onnx"))
     images = _Images(find_eval_set(data, clf.class_names).samples, clf.cfg)
     x = torch.stack([images[i][0] for i in range(len(images))]).numpy()
     y = np.array([label for _, label in images.samples])
     fp32 = _top1(tmp_path / "f.onnx", x, y)
-    assert len(y) == 1300 and fp32 > 0.75
-    assert fp32 - _top1(tmp_path / "qauto.onnx", x, y) <= 0.01
+    assert len(y) == 1300 and fp32 > 0.7
+    assert 100 * (fp32 - _top1(tmp_path / "qauto.onnx", x, y)) <= MAX_DROP
     for bits in other:
-        assert fp32 - _top1(tmp_path / f"q{bits}.onnx", x, y, exact=True) <= 0.01
-    assert (tmp_path / "f.onnx").stat().st_size / (tmp_path / "qauto.onnx").stat().st_size > 3.3
+        assert 100 * (fp32 - _top1(tmp_path / f"q{bits}.onnx", x, y, exact=True)) <= 1.0
+    assert (tmp_path / "f.onnx").stat().st_size / (tmp_path / "qauto.onnx").stat().st_size > 3.0
 
 
 def test_int8_squeeze_excite_model_agrees_with_fp32(tmp_path):

@@ -66,7 +66,7 @@ def qat_finetune(
     loader = DataLoader(images, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=drop_last)
     fused = fuse(model)
     dataset = nncf.Dataset([calib[i : i + 1] for i in range(len(calib))])
-    quantized = nncf.quantize(fused, dataset, **nncf_options([_stem_node(fused)], len(calib), bits))
+    quantized = nncf.quantize(fused, dataset, **nncf_options([_stem_node(fused)], len(calib), bits, graph=False))
     optimizer = torch.optim.SGD(quantized.parameters(), lr=lr, momentum=0.9)
     steps = epochs * len(loader)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
