@@ -7,7 +7,8 @@ by more than 1e-4 of the logits' scale is refused and nothing is left behind.
 
 int8: ExecuTorch through PT2E with ``XNNPACKQuantizer``, LiteRT through litert-torch's PT2E quantizer
 (ai-edge-quantizer's static recipe breaks the squeeze-excite gating of V3), both symmetric per-channel
-weights and per-tensor activations calibrated on the user's images; Core ML int8 is weight-only
+weights and per-tensor activations calibrated on the user's images, with the ReLU6 ranges pinned and
+the bias corrected (:mod:`.pt2e`); Core ML int8 is weight-only
 (``linear_quantize_weights``): activation quantization needs predictions, so a Mac.
 
 The class names and preprocessing travel with every file: inside the Core ML model's metadata, and in a
@@ -16,7 +17,6 @@ JSON file with the same stem beside ``.tflite`` and ``.pte`` files (which carry 
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -30,6 +30,7 @@ from torch import nn
 
 from mobilenets.deploy.contract import check_parity, model_metadata
 from mobilenets.deploy.detection import check_int8_detector, check_phone_detector
+from mobilenets.deploy.pt2e import quantize_pt2e, relu6_as_clamp
 from mobilenets.deploy.quantize import calibration_batch
 from mobilenets.deploy.wrappers import DetectionOutputs, NHWCInput, check_exportable
 from mobilenets.models.blocks import explicit_attention
@@ -50,38 +51,6 @@ from mobilenets.util.files import atomic_write_bytes
 from mobilenets.util.quiet import quiet
 
 
-def _pt2e(model: nn.Module, x: torch.Tensor, quantizer: Any, calib: torch.Tensor, fold: bool = True) -> nn.Module:
-    """The PT2E int8 model: prepared, calibrated one image at a time (the exported batch size), converted."""
-    with needs("int8 for the phone formats"):
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    prepared = prepare_pt2e(torch.export.export(model, (x,)).module(), quantizer)
-    with torch.no_grad():
-        for image in calib:
-            prepared(image[None])
-    return convert_pt2e(prepared, fold_quantize=fold)
-
-
-class Clamp6(nn.Module):
-    """ReLU6 written as ``clamp(x, 0, 6)``: the same numbers, but the int8 conversions keep it right, which
-    they do not for ReLU6's ``hardtanh``. Measured on Google's MobileNetV2: LiteRT int8 agreed with the
-    fake-quantized model on 43% of images with ``hardtanh``, 97% with ``clamp`` (top-1 79.08%);
-    ExecuTorch int8 top-1 went from 78.62% to 79.00%."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(x, 0.0, 6.0)
-
-
-def _relu6_as_clamp(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every ``nn.ReLU6`` replaced by :class:`Clamp6`."""
-    model = copy.deepcopy(model)
-    for module in model.modules():
-        for name, child in module.named_children():
-            if isinstance(child, nn.ReLU6):
-                setattr(module, name, Clamp6())
-    return model
-
-
 def _tflite_bytes(model: nn.Module, x: torch.Tensor, calib: torch.Tensor | None) -> bytes:
     with needs("Export to LiteRT (.tflite)"):
         import litert_torch
@@ -92,7 +61,7 @@ def _tflite_bytes(model: nn.Module, x: torch.Tensor, calib: torch.Tensor | None)
         from litert_torch.quantize.quant_config import QuantConfig
 
         quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-        model = _pt2e(model, x, quantizer, calib, fold=False)
+        model = quantize_pt2e(model, x, quantizer, calib, fold=False)
         options["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
     with tempfile.TemporaryDirectory() as tmp:
         litert_torch.convert(model, (x,), **options).export(os.path.join(tmp, "m.tflite"))
@@ -111,7 +80,7 @@ def _pte_bytes(model: nn.Module, x: torch.Tensor, calib: torch.Tensor | None) ->
         )
 
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-        model = _pt2e(model, x, quantizer, calib)
+        model = quantize_pt2e(model, x, quantizer, calib)
     program = torch.export.export(model, (x,))
     return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
 
@@ -150,7 +119,7 @@ def phone_bytes(model: nn.Module, fmt: str, x: torch.Tensor, calib: torch.Tensor
     Attention (MobileNetV4's hybrids) is traced as explicit matmuls and softmax: the same numbers, and
     ExecuTorch's lowering of the fused kernel's output turned a later reshape into an impossible view."""
     with quiet(), explicit_attention():
-        return (_tflite_bytes if fmt == "tflite" else _pte_bytes)(_relu6_as_clamp(model), x, calib)
+        return (_tflite_bytes if fmt == "tflite" else _pte_bytes)(relu6_as_clamp(model), x, calib)
 
 
 def _check_runtime(fmt: str, data: bytes, reference: nn.Module, x: torch.Tensor, int8: bool) -> dict[str, Any]:
