@@ -26,6 +26,14 @@ BAD = [  # (command line with {t} for the folder above, what the one line must s
     ("export --model mobilenet_v3_small --format onnx --output {t}/m.tflite", "writes a .onnx file; name the output"),
     ("export --model mobilenet_v3_small --output {t}/no/such/m.onnx", "its folder {t}/no/such does not exist"),
     ("export --model mobilenet_v3_small --img-size 8 --output {t}/m.onnx", "--img-size: must be an integer from 32"),
+    ("export --model mobilenet_v3_small --int8 --calib {t}/images --max-drop 0.3 --output {t}/q.onnx",
+     "--max-drop and --val go together"),
+    ("export --model mobilenet_v3_small --int8 --calib {t}/images --max-drop -1 --val {t}/images --output {t}/q.onnx",
+     "--max-drop: must be a number at least 0 and at most 100"),
+    ("export --model mobilenet_v3_small --format tflite --int8 --calib {t}/images --max-drop 1 --val {t}/images "
+     "--output {t}/q.tflite", "--max-drop goes with --int8 --format onnx"),
+    ("export --model mobilenet_v3_small --int8 --calib {t}/images --max-drop 1 --val {t}/images --qat digits "
+     "--output {t}/q.onnx", "give --qat or --max-drop, not both"),
     ("zoo --plot {t}/folder", "--plot: {t}/folder is a folder"),
     ("zoo --plot {t}/zoo.jpg", "--plot: {t}/zoo.jpg must end in .png"),
     ("train --model mobilenet_v2 --data digits --output {t}/file.txt", "--output: {t}/file.txt is a file; give a folder"),

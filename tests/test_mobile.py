@@ -81,7 +81,7 @@ def test_channels_last_input_and_refusals(tmp_path, monkeypatch, capsys):
     bad.mkdir()
     with pytest.raises(ExportError, match="features_only"):
         export(create_model("mobilenet_v2", features_only=True), bad / "f.tflite", "tflite")
-    with pytest.raises(ExportError, match="not a writable folder"):
+    with pytest.raises(ExportError, match="does not exist or is not writable"):
         export(model, bad / "missing" / "m.pte", "pte")
     with pytest.raises(ExportError, match="does not exist"):
         export(model, bad / "m.pte", "pte", int8=True, calib=bad / "no-such-folder")

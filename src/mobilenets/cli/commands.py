@@ -138,7 +138,12 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise UserError("--int8 needs --calib DIR (images to calibrate on).")
     if args.int8 and args.format in ("torchscript", "pt2"):
         raise UserError(f"--int8 is not offered for {args.format}; use onnx, tflite, pte or coreml.")
-    onnx_only = [f for f, on in (("--weight-bits", args.weight_bits != "auto"), ("--qat", args.qat)) if on]
+    if (args.max_drop is None) != (args.val is None):
+        raise UserError("--max-drop and --val go together: the budget in points and the images to measure it on.")
+    if args.max_drop is not None and args.qat:
+        raise UserError("--max-drop is for post-training int8; give --qat or --max-drop, not both.")
+    onnx_only = [f for f, on in (("--weight-bits", args.weight_bits != "auto"), ("--qat", args.qat),
+                                 ("--max-drop", args.max_drop is not None)) if on]  # fmt: skip
     if onnx_only and (not args.int8 or args.format != "onnx"):
         raise UserError(f"{onnx_only[0]} goes with --int8 --format onnx.")
     if args.channels_last_input and args.format not in ("tflite", "pte", "coreml"):
@@ -151,8 +156,9 @@ def cmd_export(args: argparse.Namespace) -> None:
         report = export_mobile(model, args.output, args.format, args.img_size, calib=args.calib,
                                calib_size=args.calib_size, channels_last_input=args.channels_last_input)  # fmt: skip
     elif args.int8:
+        budget = {"val": args.val, "max_drop": args.max_drop} if args.val else {}
         report = export_int8(model, args.output, args.calib, args.img_size, args.calib_size,
-                             args.qat, args.qat_epochs, args.qat_lr, args.weight_bits)  # fmt: skip
+                             args.qat, args.qat_epochs, args.qat_lr, args.weight_bits, **budget)  # fmt: skip
     else:
         report = export(model, args.output, args.format, args.img_size)
     print(json.dumps(report))

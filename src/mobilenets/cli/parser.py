@@ -149,6 +149,14 @@ def add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-bits", choices=["auto", "7", "8"], default="auto",
                    help="int8 weight bits: 8 for CPUs with VNNI/AMX/ARM dot-product, 7 for any CPU "
                    "(auto: what this CPU runs exactly)")  # fmt: skip
+    p.add_argument(
+        "--max-drop",
+        type=number(0, 100),
+        default=None,
+        metavar="POINTS",
+        help="int8 onnx: keep the most sensitive layers float until top-1 on --val is within POINTS",
+    )
+    p.add_argument("--val", metavar="DIR", help="labelled images for --max-drop (as eval --data takes)")
     p.add_argument("--qat", metavar="DATA", help="quantization-aware fine-tuning on DATA (as train --data takes)")
     p.add_argument("--qat-epochs", type=integer(1), default=1, metavar="N")
     p.add_argument("--qat-lr", type=number(0, 10, low_open=True), default=1e-3, metavar="LR")

@@ -32,6 +32,8 @@ def export(
     int8: bool = False,
     calib: Any = None,
     calib_size: int = 128,
+    val: str | os.PathLike | None = None,
+    max_drop: float = 0.5,
     channels_last_input: bool = False,
 ) -> dict[str, Any]:
     """Write ``model`` to ``path`` as ONNX (checked in ONNX Runtime: :func:`check_parity`), TorchScript, PT2,
@@ -39,11 +41,16 @@ def export(
     float (NHWC with ``channels_last_input``, phone formats only), normalized as ``model.pretrained_cfg``
     says; every file carries that, the class names and the architecture. ``int8=True`` quantizes,
     calibrated on ``calib`` (a folder of images, ``calib_size`` of them read, or a tensor): ONNX, LiteRT,
-    ExecuTorch; Core ML int8 is weight-only. Returns a report."""
+    ExecuTorch; Core ML int8 is weight-only. ONNX int8 with ``val`` (labelled images) keeps the most
+    sensitive layers float until top-1 on them is within ``max_drop`` points of fp32. Returns a report."""
     check_output(path, format)
     if int8 and (not isinstance(calib_size, int) or calib_size < 1):
         raise ExportError(f"The calibration size must be an integer at least 1, got {calib_size!r}.")
     model = exportable(model, format, int8)
+    if val is not None and not (int8 and format == "onnx"):
+        raise ExportError(
+            "An accuracy budget (val=, max_drop=) is for int8 ONNX export: pass int8=True, format='onnx'."
+        )
     if int8 and calib is None:
         raise ExportError("int8 needs calibration images: pass calib= a folder of images or a tensor.")
     if channels_last_input and format in ("onnx", "torchscript", "pt2"):
@@ -55,7 +62,7 @@ def export(
         if format != "onnx":
             raise ExportError(f"int8 is not offered for {format}; use onnx, tflite, pte or coreml.")
 
-        return export_int8(model, path, calib, img_size, calib_size)
+        return export_int8(model, path, calib, img_size, calib_size, val=val, max_drop=max_drop)
     if format == "onnx":
         check("onnx", "Export to ONNX")
     model = model.eval()

@@ -90,7 +90,7 @@ def build_runner(model: nn.Module, backend: str, threads: int, onnx: dict[str, b
     if precision == "int8" and "int8" not in onnx:
         if calib is None:
             raise ExportError("int8 needs calibration data: pass calib= a tensor or a folder of images.")
-        onnx["int8"] = quantize_onnx(onnx["fp32"], calibration_batch(calib, calib_cfg))
+        onnx["int8"] = quantize_onnx(onnx["fp32"], calibration_batch(calib, calib_cfg))[0]
     return open_runner(backend, onnx["int8" if precision == "int8" else "fp32"], precision, threads)
 
 

@@ -4,12 +4,9 @@ Chosen by measurement (benchmarks/RESULTS.md): NNCF places the quantizers where 
 kernels want them, and the QDQ file it writes runs in OpenVINO and in ONNX Runtime. Weights are int8
 per channel (symmetric), activations uint8 per tensor (asymmetric: NNCF's "mixed" preset), with bias
 correction, calibrated on the user's images; the stem convolution, which reads the image, stays fp32
-(a few percent of the multiply-adds). Weight bits follow the CPU
-(:mod:`.int8_settings`). Measured on Google's MobileNetV2 from TFLite, all
-1300 real ImageNet images, calibrated on 256 ants/bees images (fp32: 80.00% top-1), in OpenVINO:
-full-range weights 78.08%, 7-bit weights 78.92% (symmetric activations), 79.15% (asymmetric) and
-79.15-79.38% with the stem in fp32 (79.23-79.31% in ONNX Runtime; NNCF runs differ by 2-3 images).
-ONNX Runtime's own static quantization is slower in both runtimes here (U8U8 ran 1.7x the fp32 model).
+(a few percent of the multiply-adds). Settings and their measurements: :mod:`.int8_settings`.
+Weight bits follow the CPU (:func:`.int8_settings.weight_bits`). ONNX Runtime's own static quantization
+is slower in both runtimes here (U8U8 ran 1.7x the fp32 model).
 """
 
 from __future__ import annotations
@@ -24,6 +21,7 @@ import numpy as np
 import torch
 
 from mobilenets.data.preprocess import list_images, preprocess
+from mobilenets.deploy.accuracy_budget import quantize_within, validation_set
 from mobilenets.deploy.contract import model_metadata
 from mobilenets.deploy.int8_settings import int8_metadata, nncf_options, shrink_weights, stem_nodes, weight_bits
 from mobilenets.deploy.onnx import add_metadata, check_onnx, onnx_bytes
@@ -65,9 +63,16 @@ def calibration_batch(calib: torch.Tensor | str | os.PathLike, cfg: dict[str, An
     return torch.stack(tensors)
 
 
-def quantize_onnx(fp32: bytes, calib: torch.Tensor, bits: int | str = "auto") -> bytes:
+def quantize_onnx(
+    fp32: bytes,
+    calib: torch.Tensor,
+    bits: int | str = "auto",
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+    max_drop: float = 0.5,
+) -> tuple[bytes, dict[str, Any]]:
     """int8 QDQ ONNX model from an fp32 export and calibration inputs, with ``bits``-bit weights
-    (:func:`weight_bits`); the metadata kept, its settings added."""
+    (:func:`weight_bits`), the metadata kept and its settings added; with ``val`` (images, labels) within
+    ``max_drop`` points of top-1 (:mod:`.accuracy_budget`). Returns it and what the budget measured."""
     with needs("int8 ONNX export"):
         import nncf
         import onnx
@@ -78,9 +83,18 @@ def quantize_onnx(fp32: bytes, calib: torch.Tensor, bits: int | str = "auto") ->
     stem = stem_nodes(model)
     bits = weight_bits(bits)
     with redirect_stdout(io.StringIO()):  # NNCF's progress bars: stdout stays for results (--json)
-        out = nncf.quantize(model, dataset, **nncf_options(stem, len(inputs), bits))
+        try:
+            out = nncf.quantize(model, dataset, **nncf_options(stem, len(inputs), bits))
+        except ValueError as exc:  # numpy: "Too many bins for data range" (a range of a few ulps)
+            if "bins" not in str(exc):
+                raise
+            out = nncf.quantize(model, dataset, **nncf_options(stem, len(inputs), bits, histogram=False))
     shrink_weights(out, keep=set(stem))
-    return add_metadata(out.SerializeToString(), {**read_metadata(model), "int8": int8_metadata(bits)})
+    budget: dict[str, Any] = {}
+    if val is not None:
+        out, budget = quantize_within(fp32, out, inputs, val, max_drop, bits)
+    settings = int8_metadata(bits) | ({"kept_float": budget["kept_float"]} if budget else {})
+    return add_metadata(out.SerializeToString(), {**read_metadata(model), "int8": settings}), budget
 
 
 def export_int8(
@@ -93,11 +107,19 @@ def export_int8(
     qat_epochs: int = 1,
     qat_lr: float = 1e-3,
     bits: int | str = "auto",
+    val: str | os.PathLike | None = None,
+    max_drop: float = 0.5,
 ) -> dict[str, Any]:
     """Export ``model`` to an int8 QDQ ONNX file at ``path`` calibrated on ``calib``; with ``qat`` (training
     data, as ``mobilenets train --data`` takes) after quantization-aware fine-tuning on it. ``bits``: weight
-    bits, 7 or 8 (default: what this CPU runs exactly; see :func:`weight_bits`)."""
+    bits, 7 or 8 (default: what this CPU runs exactly; see :func:`weight_bits`). With ``val`` (labelled
+    images, as ``mobilenets eval --data`` takes), the most sensitive layers stay float until top-1 on them
+    is within ``max_drop`` points of fp32 (:mod:`.accuracy_budget`); refused if it cannot be."""
     check("int8", "int8 ONNX export")
+    if not isinstance(max_drop, int | float) or not 0 <= max_drop <= 100:
+        raise ExportError(f"The accuracy budget (max_drop) must be a number of points from 0 to 100, got {max_drop!r}.")
+    if val is not None and not Path(val).is_dir() and str(val) not in ("digits", "cifar10", "cifar100"):
+        raise ExportError(f"Validation folder {val} does not exist; give labelled images as eval --data takes.")
     model = exportable(model, "onnx", int8=True)
     path, size = check_exportable(model, path, img_size)
     bits = weight_bits(bits)
@@ -122,6 +144,8 @@ def export_int8(
                               "largest logit; nothing was written. Please report this with the model.")  # fmt: skip
         report |= {"qat_data": qat, "qat_epochs": qat_epochs, "qat_vs_onnx_rel_diff": diff}
     else:
-        data = quantize_onnx(fp32, batch, bits)
+        valset = validation_set(val, cfg, meta["class_names"]) if val is not None else None
+        data, budget = quantize_onnx(fp32, batch, bits, valset, max_drop)
+        report |= {"budget": budget} if budget else {}
     atomic_write_bytes(path, data)
     return report | {"bytes": len(data)}
