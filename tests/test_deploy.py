@@ -166,7 +166,7 @@ def test_weight_bits_follow_the_cpu(monkeypatch):
 
 @pytest.mark.slow
 def test_int8_accuracy_budget_keeps_layers_float_or_refuses(tmp_path, monkeypatch):
-    """``--max-drop 0 --val DIR`` on Google's float V1 0.25, with 100 real images labelled by its fp32
+    """``--max-drop 0 --val DIR`` on Google's float V1 0.25, with 50 real images labelled by its fp32
     predictions: plain int8 (32 COCO photos to calibrate) changes some answers, so layers are kept float
     until none changes, and the file lists them; a budget NNCF does not meet is refused, nothing written."""
     import nncf
@@ -178,7 +178,7 @@ def test_int8_accuracy_budget_keeps_layers_float_or_refuses(tmp_path, monkeypatc
     calib = shared_path("coco128", "images")
     (tmp_path / "val" / "images").mkdir(parents=True)
     rows, x = [], []
-    for path in list_images(shared_path("imagenet-val-1300", "images"))[::13]:
+    for path in list_images(shared_path("imagenet-val-1300", "images"))[::26]:
         (tmp_path / "val" / "images" / path.name).write_bytes(path.read_bytes())
         x.append(preprocess(path, model.pretrained_cfg))
         with torch.no_grad():
@@ -187,7 +187,7 @@ def test_int8_accuracy_budget_keeps_layers_float_or_refuses(tmp_path, monkeypatc
     val = tmp_path / "val"
     report = export_int8(model, tmp_path / "q.onnx", calib, calib_size=32, val=val, max_drop=0.0)
     budget = report["budget"]
-    assert budget["val_images"] == 100 and budget["val_top1_fp32"] == 1.0 and budget["ptq_drop"] >= 3
+    assert budget["val_images"] == 50 and budget["val_top1_fp32"] == 1.0 and budget["ptq_drop"] >= 3
     assert budget["drop"] == 0.0 and budget["kept_float"]
     meta = json.loads({p.key: p.value for p in onnx.load(tmp_path / "q.onnx").metadata_props}["mobilenets"])
     assert meta["int8"]["kept_float"] == budget["kept_float"]
