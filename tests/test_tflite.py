@@ -75,12 +75,12 @@ def _compare(imagenet, name: str, fake_quant: bool) -> tuple[float, float, float
     return r["litert_top1"], r["ours_top1"], r["agreement"]
 
 
-# Google's V1 0.5 (160 px) and 0.75 (192 px) uint8 files take the code path of the 0.25 ones (measured
-# once in benchmarks/RESULTS.md, agreement 98.9%); left out, they cost about 25 s of the suite.
+# Google's V1 0.25 (224 px), 0.5 (160 px) and 0.75 (192 px) uint8 files take the code path of the 0.25
+# one at 128 px (measured once in benchmarks/RESULTS.md, agreement 98.9%); left out, they cost about 10 s
+# each of the suite's 12 minutes.
 LITERT_CASES = [  # file, fake_quant, max top-1 difference, min per-image agreement
     ("mobilenet_v1_0.25_224_float", False, 0.005, 0.99),
     ("mobilenet_v2_1.0_224_quant", False, 0.01, 0.95),
-    ("mobilenet_v1_0.25_224_quant", True, 0.01, 0.97),
     ("mobilenet_v1_0.25_128_quant", True, 0.01, 0.97),
     ("mobilenet_v3_small_1.0_224_uint8", True, 0.01, 0.90),
 ]
