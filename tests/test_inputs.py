@@ -200,3 +200,29 @@ def test_bad_input_through_the_api_raises_one_type_per_kind(place):
         message = str(caught.value)
         assert message[-1] in ".?" and "\n" not in message and "Traceback" not in message, message
     assert sorted(p.name for p in place.rglob("*")) == before
+
+
+def test_mask_ids_past_the_names_stop_training_before_it_starts(tmp_path, capsys):
+    """A segmentation mask with a class the YAML's names lack: one sentence naming the mask, exit 2, no run
+    folder (it used to fail inside the loss, "Target 5 is out of bounds")."""
+    import numpy as np
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        (tmp_path / "masks" / split).mkdir(parents=True)
+        Image.new("RGB", (48, 40), (90, 140, 30)).save(tmp_path / "images" / split / "a.jpg")
+        mask = np.zeros((40, 48), np.uint8)
+        mask[5:20, 5:20] = 5 if split == "val" else 1
+        mask[0, :] = 255  # ignored pixels are no class
+        Image.fromarray(mask, "L").save(tmp_path / "masks" / split / "a.png")
+    (tmp_path / "seg.yaml").write_text(
+        "train: {images: images/train, masks: masks/train}\nval: {images: images/val, masks: masks/val}\n"
+        "names: [background, cat]\n"
+    )
+    out = tmp_path / "run"
+    argv = ["train", "--model", "lraspp_mobilenet_v3_small", "--data", str(tmp_path / "seg.yaml"), "--output", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a.png has class 5, which seg.yaml's names: (2 classes) lacks" in err, err
+    assert not out.exists()

@@ -279,10 +279,23 @@ def load_segmentation_data(data: str, label_map: str | None = None) -> DenseData
         classes = task_classes("coco-voc-21")
     elif names:
         classes = [names.get(i, str(i)) for i in range(max(set(names) - {IGNORE}) + 1)]
-    else:
-        top = max(int(np.max(v[v != IGNORE], initial=0)) for v in (read_mask(m) for _, m in train.samples))
+        _check_mask_ids([train, val], classes, path)
+    else:  # the classes are the ids the masks use, training and validation alike
+        samples = train.samples + val.samples
+        top = max(int(np.max(v[v != IGNORE], initial=0)) for v in (read_mask(m) for _, m in samples))
         classes = [str(i) for i in range(top + 1)]
     return DenseData("segmentation", train, val, classes, label_map)
+
+
+def _check_mask_ids(splits: list[DenseSplit], classes: list[str], yaml_path: Path) -> None:
+    """Refuse, before any work, a mask pixel whose class is past the YAML's names (255 is "ignore")."""
+    for split in splits:
+        for _, mask in split.samples:
+            labels = read_mask(mask)
+            top = int(np.max(labels[labels != IGNORE], initial=0))
+            if top >= len(classes):
+                raise DataError(f"{mask} has class {top}, which {yaml_path.name}'s names: ({len(classes)} classes) "
+                                "lacks; fix the mask, name the class, or mark its pixels 255 (ignored).")  # fmt: skip
 
 
 def read_mask(path: Path, label_map: str | None = None) -> np.ndarray:
