@@ -42,12 +42,12 @@ def nncf_options(
 ) -> dict[str, Any]:
     """The ``nncf.quantize`` settings this package uses for post-training and quantization-aware
     training alike: mixed preset, ``bits``-bit weights (7 or 8), the stem (node names ``stem``) left in
-    fp32; for a ``graph`` (ONNX) model, activation ranges from histograms (NNCF's ``HISTOGRAM``
-    estimator) instead of the mean of per-image min/max, and NNCF's full bias correction, which its
-    Torch backend lacks (quantization-aware training learns its ranges anyway: it starts from NNCF's
-    defaults: the demo took 45 s instead of 67). ``histogram=False``: NNCF's default ranges, for activations whose
-    range is too narrow for a histogram (a random model on random inputs, as ``bench`` calibrates).
-    Quiets NNCF's logging to errors.
+    fp32. For a ``graph`` (ONNX, post-training) model also activation ranges from histograms (NNCF's
+    ``HISTOGRAM`` estimator, not the mean of per-image min/max) and NNCF's full bias correction, which
+    its Torch backend lacks; quantization-aware training learns its ranges and starts from NNCF's
+    defaults (the demo: 45 s instead of 67). ``histogram=False``: the default ranges for a graph too,
+    for activations too narrow for a histogram (a random model on random inputs, as ``bench``
+    calibrates). Quiets NNCF's logging to errors.
 
     Measured (benchmarks/RESULTS.md, "int8 by default"), ONNX Runtime top-1 drop on the 1300 images,
     calibrated on 128 COCO or ants/bees photos: Google's float V1 0.25 2.62 -> 0.23-0.46 points, V2
