@@ -15,7 +15,7 @@ from mobilenets.deploy.contract import check_output, model_metadata
 from mobilenets.deploy.detection import detection_onnx
 from mobilenets.deploy.mobile import export_mobile
 from mobilenets.deploy.onnx import add_metadata, check_onnx, onnx_bytes
-from mobilenets.deploy.quantize import export_int8
+from mobilenets.deploy.quantize import check_calib_size, export_int8
 from mobilenets.deploy.wrappers import DetectionOutputs, check_exportable, exportable
 from mobilenets.util.errors import ExportError
 from mobilenets.util.extras import check
@@ -44,8 +44,8 @@ def export(
     ExecuTorch; Core ML int8 is weight-only. ONNX int8 with ``val`` (labelled images) keeps the most
     sensitive layers float until top-1 on them is within ``max_drop`` points of fp32. Returns a report."""
     check_output(path, format)
-    if int8 and (not isinstance(calib_size, int) or calib_size < 1):
-        raise ExportError(f"The calibration size must be an integer at least 1, got {calib_size!r}.")
+    if int8:
+        check_calib_size(calib_size)
     model = exportable(model, format, int8)
     if val is not None and not (int8 and format == "onnx"):
         raise ExportError(

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mobilenets.data.images import BUILTIN
 from mobilenets.data.preprocess import list_images, preprocess
 from mobilenets.deploy.accuracy_budget import quantize_within, validation_set
 from mobilenets.deploy.contract import model_metadata
@@ -33,12 +34,17 @@ from mobilenets.util.extras import check, needs
 from mobilenets.util.files import atomic_write_bytes
 
 
+def check_calib_size(size: Any) -> None:
+    """Refuse a calibration size that is not an integer of at least 1."""
+    if not isinstance(size, int) or size < 1:
+        raise ExportError(f"The calibration size must be an integer at least 1, got {size!r}.")
+
+
 def calibration_batch(calib: torch.Tensor | str | os.PathLike, cfg: dict[str, Any], limit: int = 128) -> torch.Tensor:
     """Calibration inputs: a tensor as given, or up to ``limit`` images found under a folder, preprocessed
     as ``cfg`` says; a model that normalizes inside (a detector: ``inside_model``) gets what its phone
     file takes, the whole image resized to its square, in [0, 1]."""
-    if not isinstance(limit, int) or limit < 1:
-        raise ExportError(f"The calibration size must be an integer at least 1, got {limit!r}.")
+    check_calib_size(limit)
     if cfg.get("inside_model"):
         cfg = {**cfg, "mean": (0.0,) * 3, "std": (1.0,) * 3, "resize_mode": "tf-slim", "crop_pct": 1.0}
     if isinstance(calib, torch.Tensor):
@@ -118,7 +124,7 @@ def export_int8(
     check("int8", "int8 ONNX export")
     if not isinstance(max_drop, int | float) or not 0 <= max_drop <= 100:
         raise ExportError(f"The accuracy budget (max_drop) must be a number of points from 0 to 100, got {max_drop!r}.")
-    if val is not None and not Path(val).is_dir() and str(val) not in ("digits", "cifar10", "cifar100"):
+    if val is not None and not Path(val).is_dir() and str(val) not in BUILTIN:
         raise ExportError(f"Validation folder {val} does not exist; give labelled images as eval --data takes.")
     model = exportable(model, "onnx", int8=True)
     path, size = check_exportable(model, path, img_size)
