@@ -226,3 +226,30 @@ def test_mask_ids_past_the_names_stop_training_before_it_starts(tmp_path, capsys
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "a.png has class 5, which seg.yaml's names: (2 classes) lacks" in err, err
     assert not out.exists()
+
+
+def test_meaningless_evaluations_are_said_once(tmp_path, capsys):
+    """Valid input whose score means little: images of one class, and class folders matched to the model's
+    classes by order alone, say so once on stderr (and in the result's ``warnings``)."""
+    from PIL import Image
+
+    from mobilenets.evaluate.classify import evaluate
+    from mobilenets import create_model
+    from mobilenets.runtime.classifier import torch_classifier
+
+    (tmp_path / "one" / "images").mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (40, 40), (60 * i, 90, 30)).save(tmp_path / "one" / "images" / f"{i}.png")
+    (tmp_path / "one" / "labels.csv").write_text("file,label\n0.png,7\n1.png,7\n")
+    argv = ["eval", "--model", "mobilenet_v3_small", "--data", str(tmp_path / "one"), "--workers", "0"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("all 2 images are of one class") == 1 and err.count("has random weights") == 1, err
+    for name in ("x", "y"):
+        (tmp_path / "pair" / name).mkdir(parents=True)
+        Image.new("RGB", (40, 40)).save(tmp_path / "pair" / name / "a.png")
+    clf = torch_classifier(create_model("mobilenet_v3_small", num_classes=2).eval(), ["cat", "dog"])
+    warnings = evaluate(clf, tmp_path / "pair", workers=0)["warnings"]
+    assert len(warnings) == 1 and "(x, y, ...) are not the model's (cat, dog, ...)" in warnings[0], warnings
+    clf = torch_classifier(create_model("mobilenet_v3_small", num_classes=2).eval())  # no names: order is all
+    assert evaluate(clf, tmp_path / "pair", workers=0)["warnings"] == []

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
+from mobilenets.cli.checks import warn
 from mobilenets.util.errors import MobilenetsError
 from mobilenets.util.extras import check
 
@@ -46,8 +48,39 @@ def _classifier(args: argparse.Namespace):
         args.weights, args.checkpoint, getattr(args, "model", None), getattr(args, "pretrained", None)
     )
     if clf.warning:
-        print(f"mobilenets {args.command}: warning: {clf.warning}", file=sys.stderr)
+        warn(args.command, clf.warning)
     return clf
+
+
+# predict's options for a job into Parquet (--output), with their defaults
+JOB = {"engine": "local", "address": None, "workers": None, "batch_size": 32, "backend": "auto",
+       "precision": "fp32", "embed": None, "rows_per_file": 10_000}  # fmt: skip
+
+
+def _predict_job(args: argparse.Namespace) -> None:
+    """``predict SOURCE --output DIR``: every image of SOURCE into Parquet (:mod:`mobilenets.batch`)."""
+    import json
+
+    from mobilenets.batch import JobOptions, predict_to_parquet
+
+    check("parquet", "predict --output")
+    if args.engine == "ray":
+        check("ray", "predict --engine ray")
+    if len(args.images) != 1:
+        raise UserError("With --output give one SOURCE: a folder, a glob in quotes or a .txt/.csv/.parquet list.")
+    if args.save or args.json:
+        raise UserError("--save and --json are for a few images; with --output every row goes to Parquet.")
+    if args.engine == "ray" and args.workers == 0:
+        raise UserError("--workers: a Ray job needs at least 1 model actor.")
+    if args.address and args.engine != "ray":
+        raise UserError("--address goes with --engine ray.")
+    options = JobOptions(args.weights, args.checkpoint, getattr(args, "model", None), args.pretrained,
+                         args.backend, args.precision, args.top_k, args.score_thresh, args.embed)  # fmt: skip
+    job = {k: getattr(args, k) for k in ("engine", "address", "workers", "batch_size", "rows_per_file")}
+    summary = predict_to_parquet(args.images[0], args.output, options, **job)
+    for warning in summary.pop("warnings"):
+        warn("predict", warning)
+    print(json.dumps(summary))
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -55,6 +88,17 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     from mobilenets.evaluate.classify import predict_images
 
+    if args.output:
+        _predict_job(args)
+        return
+    given = [k for k, default in JOB.items() if getattr(args, k) != default]
+    if given:
+        raise UserError(f"--{given[0].replace('_', '-')} goes with --output DIR (prediction into Parquet).")
+    for image in args.images:
+        if Path(image).is_dir():
+            raise UserError(f"IMAGE: {image} is a folder; give a file, or --output DIR to predict all of it.")
+        if not Path(image).is_file():
+            raise UserError(f"IMAGE: {image} does not exist; give an image file.")
     clf = _classifier(args)
     if clf.task != "classification":
         from mobilenets.evaluate.dense import predict_dense
@@ -92,6 +136,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         keys = ("top1", "top5", "n")
     for path in result["skipped"]:
         print(f"skipped unreadable image: {path}", file=sys.stderr)
+    for warning in result["warnings"]:
+        print(f"mobilenets eval: warning: {warning}", file=sys.stderr)
     label = {"top1": "top-1", "top5": "top-5", "map": "mAP", "map50": "mAP@.5", "miou": "mIoU",
              "pixel_acc": "pixel accuracy"}  # fmt: skip
     shown = ", ".join(f"{label[k]} {result[k]:.2%}" for k in keys[:2])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import glob
 from collections.abc import Callable
+from pathlib import Path
 
 from mobilenets.cli.checks import (
     Parser,
@@ -17,6 +19,7 @@ from mobilenets.cli.checks import (
     output_folder,
 )
 from mobilenets.cli.commands import (
+    JOB,
     cmd_bench,
     cmd_demo,
     cmd_env,
@@ -27,6 +30,8 @@ from mobilenets.cli.commands import (
     cmd_train,
     cmd_zoo,
 )
+from mobilenets.runtime.files import EXPORT_FORMATS
+from mobilenets.runtime.precision import BACKENDS
 from mobilenets.train.recipes import RECIPES
 
 # What --weights reads: our checkpoints and state dicts, Google's .tflite, and our exports.
@@ -63,8 +68,17 @@ def add_model_source(p: argparse.ArgumentParser, model_option: bool = True) -> N
         p.add_argument("--pretrained", metavar="SRC", help="torchvision, timm or a weights file")
 
 
+def image_source(text: str) -> str:
+    """An image file, or (for --output) a folder, a glob pattern or a list of paths: something that exists
+    or a pattern."""
+    if not Path(text).exists() and not glob.has_magic(text):
+        raise argparse.ArgumentTypeError(f"{text} does not exist")
+    return text
+
+
 def add_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", nargs="+", metavar="IMAGE", type=existing_file())
+    p.add_argument("images", nargs="+", metavar="IMAGE", type=image_source,
+                   help="image files; with --output one SOURCE: folder, glob, .txt/.csv/.parquet list")  # fmt: skip
     add_model_source(p)
     p.add_argument("--top-k", type=integer(1), default=5)
     p.add_argument("--json", action="store_true", help="print JSON (detection and segmentation always do)")
@@ -72,6 +86,18 @@ def add_predict(p: argparse.ArgumentParser) -> None:
         "--save", metavar="DIR", help="detection / segmentation: draw the boxes or mask into DIR/<image>.png"
     )
     p.add_argument("--score-thresh", type=number(0, 1), default=0.3, help="detection: the lowest score shown")
+    job = p.add_argument_group('prediction into Parquet (README, "Prediction at scale")')
+    job.add_argument("--output", metavar="DIR", type=output_folder, help="write one row per image of SOURCE here")
+    job.add_argument("--engine", choices=["local", "ray"], default=JOB["engine"], help="this machine, or a Ray cluster")
+    job.add_argument("--address", metavar="ADDR", help="Ray cluster: auto, host:port or ray://host:port")
+    job.add_argument("--workers", type=integer(0), help="image-reading processes (local, 2) or model actors (ray, 1)")
+    job.add_argument("--batch-size", type=integer(1), default=JOB["batch_size"])
+    job.add_argument("--backend", choices=["auto", *BACKENDS], default=JOB["backend"],
+                     help="how a PyTorch classifier runs (auto: the fastest here)")  # fmt: skip
+    job.add_argument("--precision", choices=["fp32", "bf16", "int8"], default=JOB["precision"])
+    job.add_argument("--embed", nargs="?", const="float16", choices=["float16", "float32"],
+                     help="add the pooled features before the classifier (default float16)")  # fmt: skip
+    job.add_argument("--rows-per-file", type=integer(1), default=JOB["rows_per_file"])
 
 
 def add_eval(p: argparse.ArgumentParser) -> None:
@@ -138,7 +164,7 @@ def add_train(p: argparse.ArgumentParser) -> None:
 
 def add_export(p: argparse.ArgumentParser) -> None:
     add_model_source(p)
-    p.add_argument("--format", choices=["onnx", "torchscript", "pt2", "tflite", "pte", "coreml"], default="onnx",
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx",
                    help="tflite (LiteRT), pte (ExecuTorch) and coreml are for phones")  # fmt: skip
     p.add_argument("--output", required=True, metavar="PATH", type=output_file())
     p.add_argument("--img-size", type=integer(32, 4096), default=None, help="default: the weights' input size")

@@ -11,19 +11,15 @@ import numpy as np
 from torch import nn
 
 from mobilenets.runtime.classifier import model_class_names, names_for
+from mobilenets.runtime.files import EXPORT_FORMATS, SUFFIXES
 from mobilenets.util.errors import ExportError
-
-FORMATS = ("onnx", "torchscript", "pt2", "tflite", "pte", "coreml")
-# The file name each format writes (the first one is what a refusal suggests).
-SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth"), "pt2": (".pt2",), "tflite": (".tflite",),
-            "pte": (".pte",), "coreml": (".mlpackage",)}  # fmt: skip
 
 
 def check_output(path: str | os.PathLike, format: str) -> Path:
     """The output of an export in ``format``, refused before any work when it is a folder (other than a
     Core ML package being replaced), names another format, or has no writable folder."""
-    if format not in FORMATS:
-        raise ExportError(f"Unknown export format {format!r}; use one of {', '.join(FORMATS)}.")
+    if format not in EXPORT_FORMATS:
+        raise ExportError(f"Unknown export format {format!r}; use one of {', '.join(EXPORT_FORMATS)}.")
     path, suffixes = Path(path), SUFFIXES[format]
     if path.is_dir() and path.suffix != ".mlpackage":
         raise ExportError(f"{path} is a folder; name the file to write, e.g. {path / 'model'}{suffixes[0]}.")

@@ -17,6 +17,7 @@ from mobilenets.deploy.mobile import export_mobile
 from mobilenets.deploy.onnx import add_metadata, check_onnx, onnx_bytes
 from mobilenets.deploy.quantize import check_calib_size, export_int8
 from mobilenets.deploy.wrappers import DetectionOutputs, check_exportable, exportable
+from mobilenets.runtime.files import MOBILE_FORMATS
 from mobilenets.util.errors import ExportError
 from mobilenets.util.extras import check
 from mobilenets.util.files import atomic_write_bytes
@@ -53,7 +54,7 @@ def export(
         )
     if int8 and calib is None:
         raise ExportError("int8 needs calibration images: pass calib= a folder of images or a tensor.")
-    if channels_last_input and format in ("onnx", "torchscript", "pt2"):
+    if channels_last_input and format not in MOBILE_FORMATS:
         raise ExportError("channels_last_input is for the phone formats (tflite, pte, coreml).")
     if format in ("tflite", "pte", "coreml"):
         return export_mobile(model, path, format, img_size, class_names, calib if int8 else None, calib_size,
@@ -66,7 +67,7 @@ def export(
     if format == "onnx":
         check("onnx", "Export to ONNX")
     model = model.eval()
-    path, size = check_exportable(model, path, img_size)
+    path, size = check_exportable(model, path, img_size, format)
     meta = model_metadata(model, class_names)
     meta["pretrained_cfg"] = {**meta["pretrained_cfg"], "input_size": (3, size, size)}
     report: dict[str, Any] = {"path": str(path), "format": format, "img_size": size}

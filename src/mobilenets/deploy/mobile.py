@@ -39,7 +39,6 @@ from mobilenets.runtime.files import (
     FORMAT_RUNTIMES,
     MOBILE_FORMATS,
     RUNTIMES,
-    SUFFIXES,
     check_installed,
     output_name,
     sidecar,
@@ -161,11 +160,8 @@ def export_mobile(
     (see the module doc); returns a report."""
     if format not in MOBILE_FORMATS:
         raise ExportError(f"Unknown phone format {format!r}; use one of {', '.join(MOBILE_FORMATS)}.")
-    suffix = SUFFIXES[format]
-    if Path(path).suffix != suffix:
-        raise ExportError(f"A {format} export is a {suffix} file; name the output {Path(path).stem}{suffix}.")
     check_installed(format)
-    path, size = check_exportable(model, path, img_size)
+    path, size = check_exportable(model, path, img_size, format)
     meta = model_metadata(model, class_names)
     cfg = meta["pretrained_cfg"] = {**meta["pretrained_cfg"], "input_size": (3, size, size)}
     batch = calibration_batch(calib, cfg, calib_size) if calib is not None else None

@@ -127,7 +127,7 @@ def export_int8(
     if val is not None and not Path(val).is_dir() and str(val) not in BUILTIN:
         raise ExportError(f"Validation folder {val} does not exist; give labelled images as eval --data takes.")
     model = exportable(model, "onnx", int8=True)
-    path, size = check_exportable(model, path, img_size)
+    path, size = check_exportable(model, path, img_size, "onnx")
     bits = weight_bits(bits)
     cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
     batch = calibration_batch(calib, cfg, calib_size)

@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.models.detection.image_list import ImageList
 
+from mobilenets.deploy.contract import check_output
 from mobilenets.runtime.files import MOBILE_FORMATS
 from mobilenets.util.errors import ExportError
 
@@ -51,12 +52,10 @@ def exportable(model: nn.Module, format: str, int8: bool = False) -> nn.Module:
     return model if format == "onnx" else DetectionOutputs(model.eval())
 
 
-def check_exportable(model: nn.Module, path: str | os.PathLike, img_size: int | None) -> tuple[Path, int]:
-    """The output path and input size of an export, once checked: a writable folder, a classifier, a
-    size of at least 32 (default: the model's own)."""
-    path = Path(path)
-    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
-        raise ExportError(f"Cannot write {path}: {path.parent} is not a writable folder.")
+def check_exportable(model: nn.Module, path: str | os.PathLike, img_size: int | None, format: str) -> tuple[Path, int]:
+    """The output path and input size of an export in ``format``, once checked: the output as
+    :func:`.contract.check_output` wants it, a classifier, a size of at least 32 (default: the model's own)."""
+    path = check_output(path, format)
     size = img_size or getattr(model, "pretrained_cfg", {}).get("input_size", (3, 224, 224))[1]
     if isinstance(model, DetectionOutputs) and size != model.size:
         raise ExportError(f"This detector resizes every image to {model.size} px; export it at that size "

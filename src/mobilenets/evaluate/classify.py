@@ -30,8 +30,22 @@ from mobilenets.weights.classes import imagenet_wnids
 @dataclass
 class EvalSet:
     samples: list[tuple[Path, int]]
-    folder_names: list[str] | None = None
-    skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len({label for _, label in self.samples}) == 1:
+            self.warnings.append(f"all {len(self.samples)} images are of one class: top-1 says how often the "
+                                 "model outputs it, not how well it tells classes apart.")  # fmt: skip
+
+
+def order_warning(data: object, data_classes: list[str], model_classes: list[str]) -> list[str]:
+    """The warning for ``data`` whose class names are not the model's, matched to them by order alone
+    (none for a model without class names, ``0``, ``1``, ...)."""
+    if model_classes == [str(i) for i in range(len(model_classes))]:
+        return []
+    return [f"{data}'s classes ({', '.join(data_classes[:3])}, ...) are not the model's "
+            f"({', '.join(model_classes[:3])}, ...) and were matched by their order: the scores mean "
+            "something only if that order is the model's."]  # fmt: skip
 
 
 def _label(row: dict[str, str], line: int, path: Path, num_classes: int) -> int:
@@ -58,7 +72,7 @@ def find_eval_set(data: str | Path, model_classes: list[str]) -> EvalSet:
         val = load_train_data(str(data)).val
         if len(val.classes) != len(model_classes):
             raise DataError(f"{data} has {len(val.classes)} classes but the model has {len(model_classes)}.")
-        return EvalSet(val.samples, val.classes)
+        return EvalSet(val.samples)
     root = Path(data)
     if not root.is_dir():
         raise DataError(f"Data folder {root} does not exist.")
@@ -76,6 +90,7 @@ def find_eval_set(data: str | Path, model_classes: list[str]) -> EvalSet:
             break
     folders = class_folders(root)
     names = [p.name for p in folders]
+    warnings: list[str] = []
     if len(model_classes) in (1000, 1001) and all(n.startswith("n") for n in names):
         wnids = imagenet_wnids()
         offset = len(model_classes) - 1000
@@ -87,11 +102,12 @@ def find_eval_set(data: str | Path, model_classes: list[str]) -> EvalSet:
         index = {n: model_classes.index(n) for n in names}
     elif len(names) == len(model_classes):
         index = {n: i for i, n in enumerate(names)}
+        warnings = order_warning(root, names, model_classes)
     else:
         raise DataError(f"{root} has {len(names)} classes ({', '.join(names[:5])}...) but the model "
                         f"has {len(model_classes)} ({', '.join(model_classes[:5])}...).")  # fmt: skip
     samples = [(p, index[f.name]) for f in folders for p in list_images(f)]
-    return EvalSet(samples, names)
+    return EvalSet(samples, warnings)
 
 
 class _Images(Dataset):
@@ -120,7 +136,8 @@ def topk_hits(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
 
 
 def evaluate(clf: Classifier, data: str | Path, batch_size: int = 32, workers: int = 2) -> dict:
-    """``{"top1", "top5", "n", "skipped"}`` (fractions); unreadable images are skipped and listed."""
+    """``{"top1", "top5", "n", "skipped", "warnings"}`` (fractions); unreadable images are skipped and
+    listed; ``warnings``: why the numbers may mean little (one class, classes matched by order)."""
     ev = find_eval_set(data, clf.class_names)
     loader = DataLoader(_Images(ev.samples, clf.cfg), batch_size=batch_size, num_workers=workers)
     top1 = top5 = n = 0
@@ -134,7 +151,7 @@ def evaluate(clf: Classifier, data: str | Path, batch_size: int = 32, workers: i
         top1, top5, n = top1 + hit1, top5 + hit5, n + int(keep.sum())
     if n == 0:
         raise DataError(f"No readable images in {data}.")
-    return {"top1": top1 / n, "top5": top5 / n, "n": n, "skipped": skipped}
+    return {"top1": top1 / n, "top5": top5 / n, "n": n, "skipped": skipped, "warnings": ev.warnings}
 
 
 def predict_images(clf: Classifier, paths: list[str], top_k: int = 5) -> list[dict]:

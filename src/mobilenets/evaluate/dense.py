@@ -32,6 +32,7 @@ from mobilenets.data.dense import (
     segmentation_transforms,
 )
 from mobilenets.data.preprocess import load_rgb
+from mobilenets.evaluate.classify import order_warning
 from mobilenets.runtime.classifier import Classifier
 from mobilenets.util.errors import DataError
 
@@ -110,18 +111,22 @@ def run_segmentation(run: Runner, loader: DataLoader, num_classes: int,
     return segmentation_scores(conf)
 
 
+def _named_in(data_classes: list[str], model_classes: list[str]) -> bool:
+    """Whether the model has a class of each name in the data (``N/A``: COCO's unused ids)."""
+    return {c for c in data_classes if c != "N/A"} <= set(model_classes)
+
+
 def label_lut(data_classes: list[str], model_classes: list[str]) -> torch.Tensor | None:
     """Data label -> model label, by class name (``None``: the same labels). Same rule as classification:
     names when the model knows all of the data's names, else the index when the counts agree."""
     if data_classes == model_classes:
         return None
-    named = [c for c in data_classes if c != "N/A"]
-    if set(named) <= set(model_classes):
+    if _named_in(data_classes, model_classes):
         lut = [model_classes.index(c) if c != "N/A" else 0 for c in data_classes]
         return torch.tensor(lut + [IGNORE] * (256 - len(lut)) if len(lut) < 256 else lut)
     if len(data_classes) == len(model_classes):
         return None
-    raise DataError(f"The data's {len(data_classes)} classes ({', '.join(named[:4])}...) do not match the "
+    raise DataError(f"The data's {len(data_classes)} classes ({', '.join(data_classes[:4])}...) do not match the "
                     f"model's {len(model_classes)} ({', '.join(model_classes[:4])}...); evaluate on data "
                     "with the model's classes.")  # fmt: skip
 
@@ -155,10 +160,25 @@ def evaluate_dense(clf: Classifier, data: str, label_map: str | None = None, bat
         scores = run_detection(clf.run, loader, lut)
     else:
         scores = run_segmentation(clf.run, loader, len(clf.class_names), lut)
-    return {**scores, "n": len(dense.val.samples), "skipped": dense.val.bad}
+    by_order = dense.classes != clf.class_names and not _named_in(dense.classes, clf.class_names)
+    warnings = order_warning(data, dense.classes, clf.class_names) if by_order else []
+    return {**scores, "n": len(dense.val.samples), "skipped": dense.val.bad, "warnings": warnings}
 
 
 # --- pictures ----------------------------------------------------------------------------------------
+def detect(clf: Classifier, images: list[torch.Tensor], score_thresh: float) -> list[dict[str, torch.Tensor]]:
+    """A detector's ``boxes`` (pixels), ``scores`` and ``labels`` above ``score_thresh`` for each uint8 CHW image."""
+    found = clf.run([img.float() / 255 for img in images])
+    return [{k: det[k][det["scores"] >= score_thresh] for k in ("boxes", "scores", "labels")} for det in found]
+
+
+def segment(clf: Classifier, img: torch.Tensor) -> torch.Tensor:
+    """A segmenter's class per pixel (H x W, the image's own size) for a uint8 CHW image."""
+    x = segmentation_transforms(clf.cfg, clf.cfg["resize"], False)(img)[None]
+    logits = torch.nn.functional.interpolate(clf.run(x), size=img.shape[-2:], mode="bilinear")
+    return logits.argmax(1)[0]
+
+
 def predict_dense(clf: Classifier, paths: list[str], save: str | None = None, score_thresh: float = 0.3
                   ) -> list[dict[str, Any]]:  # fmt: skip
     """Detections above ``score_thresh`` (boxes in pixels) or the classes present in the mask, per image;
@@ -166,7 +186,7 @@ def predict_dense(clf: Classifier, paths: list[str], save: str | None = None, sc
     from torchvision.transforms import v2
     from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-    names, cfg, run = clf.class_names, clf.cfg, clf.run
+    names = clf.class_names
     out_dir = Path(save) if save else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -174,18 +194,14 @@ def predict_dense(clf: Classifier, paths: list[str], save: str | None = None, sc
     for path in paths:
         img = v2.functional.pil_to_tensor(load_rgb(path))
         if clf.task == "detection":
-            det = run([img.float() / 255])[0]
-            keep = det["scores"] >= score_thresh
-            boxes, scores, labels = det["boxes"][keep], det["scores"][keep], det["labels"][keep]
+            boxes, scores, labels = detect(clf, [img], score_thresh)[0].values()
             results.append({"image": str(path), "detections": [
                 {"label": int(c), "name": names[int(c)], "score": round(float(s), 4),
                  "box": [round(float(v), 1) for v in b]} for b, s, c in zip(boxes, scores, labels)]})  # fmt: skip
             captions = [f"{names[int(c)]} {s:.2f}" for c, s in zip(labels, scores)]
             picture = draw_bounding_boxes(img, boxes, captions, width=3) if len(boxes) else img
         else:
-            x = segmentation_transforms(cfg, cfg["resize"], False)(img)[None]
-            logits = torch.nn.functional.interpolate(run(x), size=img.shape[-2:], mode="bilinear")
-            mask = logits.argmax(1)[0]
+            mask = segment(clf, img)
             present, counts = mask.unique(return_counts=True)
             results.append({"image": str(path), "classes": [
                 {"label": int(c), "name": names[int(c)], "fraction": round(float(n) / mask.numel(), 4)}

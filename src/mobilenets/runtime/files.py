@@ -11,9 +11,10 @@ from mobilenets.util.cpu import cpu_info
 from mobilenets.util.extras import check
 
 MOBILE_FORMATS = ("tflite", "pte", "coreml")
-
-
-SUFFIXES = {"tflite": ".tflite", "pte": ".pte", "coreml": ".mlpackage"}
+EXPORT_FORMATS = ("onnx", "torchscript", "pt2", *MOBILE_FORMATS)
+# The file name each export format writes (the first one is what a refusal suggests).
+SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth"), "pt2": (".pt2",), "tflite": (".tflite",),
+            "pte": (".pte",), "coreml": (".mlpackage",)}  # fmt: skip
 
 
 def check_installed(fmt: str) -> None:

@@ -26,6 +26,8 @@ EXTRA_OF = {
     "coremltools": "mobile",
     "matplotlib": "plots",
     "sklearn": "demo",
+    "pyarrow": "parquet",
+    "ray": "ray",
 }
 
 
