@@ -140,24 +140,42 @@ def test_killed_job_continues_without_losing_or_repeating_an_image(tmp_path):
     assert str(field.type) == "list<element: halffloat>"
 
 
-def _detector_checkpoint(folder: Path) -> Path:
-    """A random SSDLite (He init, random BN, class logits spread x8 as in test_dense) saved as a training
-    output folder."""
+def _checkpoint(folder: Path, name: str) -> Path:
+    """A random detector or segmenter (He init, random BN; a detector's class logits spread x8 as in
+    test_dense) saved as a training output folder."""
     from safetensors.torch import save_file
 
     from mobilenets import create_model
     from mobilenets.runtime.classifier import model_class_names
 
-    model = random_net(create_model("ssdlite_mobilenet_v3_small", num_classes=4), conv_bias=False, check_size=None)
+    model = random_net(create_model(name, num_classes=4), conv_bias=False, check_size=None)
     with torch.no_grad():
-        for layers in model.head.classification_head.module_list:
+        for layers in model.head.classification_head.module_list if "ssd" in name else ():
             layers[-1].weight.mul_(8)
     folder.mkdir()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "best.safetensors")
-    meta = {"model": "ssdlite_mobilenet_v3_small", "model_args": model.model_args,
-            "pretrained_cfg": model.pretrained_cfg, "class_names": model_class_names(model)}  # fmt: skip
+    meta = {"model": name, "model_args": model.model_args, "pretrained_cfg": model.pretrained_cfg,
+            "class_names": model_class_names(model)}  # fmt: skip
     (folder / "model.json").write_text(json.dumps(meta))
     return folder
+
+
+def test_segmenter_rows_point_to_its_masks(tmp_path, capsys):
+    """A segmenter's row names a PNG of class ids beside the table: the classes present are those `predict`
+    finds in the same photo, and the mask has the photo's size; a file:// URI reads as its path."""
+    photos = sorted((shared_path("coco128", "images", "val2017")).iterdir())[:3]
+    model = ["--checkpoint", str(_checkpoint(tmp_path / "seg", "lraspp_mobilenet_v3_small"))]
+    (tmp_path / "list.txt").write_text(f"{photos[0]}\n{photos[1]}\nfile://{photos[2]}\n")
+    assert main(["predict", str(tmp_path / "list.txt"), *model, "--output", str(tmp_path / "out")]) == 0
+    rows = _rows(tmp_path / "out")
+    capsys.readouterr()
+    assert main(["predict", *map(str, photos), *model, "--json"]) == 0
+    for photo, ref in zip(photos, json.loads(capsys.readouterr().out)):
+        row = rows[str(photo) if photo != photos[2] else f"file://{photo}"]
+        mask = np.asarray(Image.open(tmp_path / "out" / row["mask"]))
+        assert mask.shape == Image.open(photo).size[::-1] and row["error"] is None
+        assert row["labels"] == [c["label"] for c in ref["classes"]] == sorted(np.unique(mask).tolist())
+        assert len(row["labels"]) > 1  # a mask that carries a signal
 
 
 @pytest.fixture
@@ -210,7 +228,7 @@ def test_ray_cluster_rows_equal_this_machines(ray_head, tmp_path):
     for image; the rows' top-1 against the labels is the model's measured one."""
     weights = str(shared_path("weights", "mobilenet_v1_0.25_224_float.tflite"))
     data = shared_path("imagenet-val-1300")
-    detector = _detector_checkpoint(tmp_path / "ssd")
+    detector = _checkpoint(tmp_path / "ssd", "ssdlite_mobilenet_v3_small")
     jobs = [(str(data / "images"), ["--weights", weights, "--backend", "onnxruntime"]),
             (str(shared_path("coco128", "images", "val2017")), ["--checkpoint", str(detector)])]  # fmt: skip
     for n, (source, model) in enumerate(jobs):

@@ -37,7 +37,7 @@ def _from_list(path: Path) -> list[str]:
 def list_sources(source: str) -> list[str]:
     """The images of ``source``: a folder (recursive, image suffixes only), a glob pattern (``**``
     recursive), or a ``.txt``/``.csv``/``.parquet`` list of paths or URIs. Sorted for folders and globs,
-    in the list's order for lists; an empty result is an error."""
+    in the list's order for lists, each path once; an empty result is an error."""
     path = Path(source)
     if path.is_dir():
         found = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
@@ -51,4 +51,4 @@ def list_sources(source: str) -> list[str]:
         raise DataError(f"SOURCE {source} does not exist; give a folder, a glob or a {'/'.join(LISTS)} list.")
     if not found:
         raise DataError(f"SOURCE {source} names no images; give a folder or list with image files in it.")
-    return found
+    return list(dict.fromkeys(found))  # a path listed twice is predicted once
