@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import random_net, shared_path
+from conftest import FP32_TOP1, random_net, shared_path
 from mobilenets.cli import main
 
 pq = pytest.importorskip("pyarrow.parquet")
@@ -216,10 +216,6 @@ def _boxes_within(a: dict, b: dict, thresh: float = 0.3) -> bool:
     )  # fmt: skip
 
 
-# Google's float V1 0.25 on the 1300 images in ONNX Runtime fp32 (benchmarks/RESULTS.md, "int8 by default")
-V1_FLOAT_TOP1 = 0.6554
-
-
 @pytest.mark.own_process
 @pytest.mark.slow
 def test_ray_cluster_rows_equal_this_machines(ray_head, tmp_path):
@@ -246,4 +242,4 @@ def test_ray_cluster_rows_equal_this_machines(ray_head, tmp_path):
             assert all(_boxes_within(r, ray[p]) and _boxes_within(ray[p], r) for p, r in local.items())
     labels = dict(line.split(",") for line in (data / "labels.csv").read_text().splitlines()[1:])
     hits = [row["labels"][0] == int(labels[Path(p).name]) for p, row in _rows(tmp_path / "local0").items()]
-    assert abs(np.mean(hits) - V1_FLOAT_TOP1) <= 2 / 1300
+    assert abs(np.mean(hits) - FP32_TOP1["mobilenet_v1_0.25_224_float"]) <= 2 / 1300

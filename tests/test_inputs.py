@@ -233,8 +233,8 @@ def test_meaningless_evaluations_are_said_once(tmp_path, capsys):
     classes by order alone, say so once on stderr (and in the result's ``warnings``)."""
     from PIL import Image
 
-    from mobilenets.evaluate.classify import evaluate
     from mobilenets import create_model
+    from mobilenets.evaluate.classify import evaluate
     from mobilenets.runtime.classifier import torch_classifier
 
     (tmp_path / "one" / "images").mkdir(parents=True)

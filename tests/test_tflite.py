@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import shared_path
+from conftest import FP32_TOP1, shared_path
 from mobilenets import create_model
 from mobilenets.cli import main
 from mobilenets.data.preprocess import eval_resize_crop, load_rgb, to_tensor
@@ -88,11 +88,13 @@ LITERT_CASES = [  # file, fake_quant, max top-1 difference, min per-image agreem
 
 @pytest.mark.own_process  # LiteRT's interpreter stays out of the test process (see conftest.py)
 def test_matches_litert_on_real_images(imagenet):
-    """Each of Google's files, imported into PyTorch, against LiteRT on the 1300 real images."""
+    """Each of Google's files, imported into PyTorch, against LiteRT on the 1300 real images; the float
+    imports' top-1 is conftest's FP32_TOP1 (the reference the int8 tests measure their drop from)."""
     failed = []
     for name, fake_quant, max_diff, min_agree in LITERT_CASES:
         ref_top1, top1, agree = _compare(imagenet, name, fake_quant=fake_quant)
-        if not (abs(top1 - ref_top1) <= max_diff and agree >= min_agree):
+        pinned = abs(top1 - FP32_TOP1.get(name, top1)) <= 1 / 1300  # one image: rounding on another CPU
+        if not (abs(top1 - ref_top1) <= max_diff and agree >= min_agree and pinned):
             failed.append((name, ref_top1, top1, agree))
     assert not failed, failed
 
