@@ -15,6 +15,7 @@ killed job, started again with the same command, goes on where the complete part
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from dataclasses import replace
@@ -27,7 +28,7 @@ from tqdm import tqdm
 from mobilenets.batch.parts import PartWriter, done_paths
 from mobilenets.batch.rows import CALIB_IMAGES, BatchPredictor, Decoder, JobOptions
 from mobilenets.batch.sources import list_sources
-from mobilenets.util.errors import DataError
+from mobilenets.util.errors import DataError, RuntimeUnavailable
 from mobilenets.util.extras import needs
 
 ENGINES = ("local", "ray")
@@ -56,12 +57,33 @@ def _run_local(todo: list[str], bp: BatchPredictor, writer: PartWriter, batch_si
             bar.update(len(paths))
 
 
+def _check_reachable(address: str | None) -> None:
+    """Refuse a ``host:port`` (or ``ray://host:port``) address that does not answer a TCP connection within
+    5 s (Ray itself waits minutes on one); other addresses (``auto``, none) are Ray's to find."""
+    host, _, port = (address or "").removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError:
+        raise RuntimeUnavailable(_no_cluster(address)) from None
+
+
+def _no_cluster(address: str | None) -> str:
+    return (f"No Ray cluster answers at {address}; start one with `ray start --head` (a head with token "
+            "authentication also wants RAY_AUTH_MODE=token here), or leave out --address to start one for "
+            "the job.")  # fmt: skip
+
+
 def _run_ray(todo: list[str], options: JobOptions, out: Path, writer: PartWriter, batch_size: int,
              workers: int, address: str | None) -> None:  # fmt: skip
     with needs("Prediction on a Ray cluster"):
         import ray
 
-    ray.init(address=address, log_to_driver=False, configure_logging=False)
+    try:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError):
+        raise RuntimeUnavailable(_no_cluster(address)) from None
     try:
         ds = ray.data.from_items([{"path": p} for p in todo])
         ds = ds.map_batches(BatchPredictor, fn_constructor_kwargs={"options": options, "output": str(out)},
@@ -94,6 +116,8 @@ def predict_to_parquet(
     if out.exists() and not out.is_dir():
         raise DataError(f"--output {output} is a file; give a folder for the Parquet parts.")
     paths = list_sources(source)
+    if engine == "ray":
+        _check_reachable(address)
     out.mkdir(parents=True, exist_ok=True)
     done = done_paths(out)
     todo = [p for p in paths if p not in done]

@@ -77,7 +77,7 @@ class Decoder:
         try:
             return self(path)
         except (BadImageError, OSError) as exc:
-            return str(exc).replace(" (", ": ", 1).rstrip(")") if isinstance(exc, BadImageError) else str(exc)
+            return str(exc)
 
 
 def _open(path: str) -> str | io.BytesIO:
@@ -90,9 +90,11 @@ def _open(path: str) -> str | io.BytesIO:
     try:
         filesystem, inner = fs.FileSystem.from_uri(path)
         with filesystem.open_input_stream(inner) as f:
-            return io.BytesIO(f.read())
+            data = io.BytesIO(f.read())
     except (OSError, ValueError) as exc:
         raise BadImageError(f"{path} cannot be read ({exc})") from None
+    data.name = path  # what an error names
+    return data
 
 
 class _WithFeatures(nn.Module):

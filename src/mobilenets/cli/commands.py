@@ -74,8 +74,8 @@ def _predict_job(args: argparse.Namespace) -> None:
         raise UserError("--workers: a Ray job needs at least 1 model actor.")
     if args.address and args.engine != "ray":
         raise UserError("--address goes with --engine ray.")
-    options = JobOptions(args.weights, args.checkpoint, getattr(args, "model", None), args.pretrained,
-                         args.backend, args.precision, args.top_k, args.score_thresh, args.embed)  # fmt: skip
+    chosen = ("weights", "checkpoint", "model", "pretrained", "backend", "precision", "top_k", "score_thresh", "embed")
+    options = JobOptions(**{k: getattr(args, k) for k in chosen})
     job = {k: getattr(args, k) for k in ("engine", "address", "workers", "batch_size", "rows_per_file")}
     summary = predict_to_parquet(args.images[0], args.output, options, **job)
     for warning in summary.pop("warnings"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -15,8 +15,9 @@ from mobilenets.util.errors import BadImageError, DataError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """An RGB PIL image; CMYK, RGBA, palette, 16-bit grey and 1-pixel images are converted."""
+def load_rgb(path: str | Path | BinaryIO) -> Image.Image:
+    """An RGB PIL image; CMYK, RGBA, palette, 16-bit grey and 1-pixel images are converted. ``path`` may be
+    an open binary file (its ``name`` is what an error names)."""
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with warnings.catch_warnings():
@@ -32,7 +33,8 @@ def load_rgb(path: str | Path) -> Image.Image:
                     img = Image.alpha_composite(background, img)
                 return img.convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise BadImageError(f"{path} is not a readable image ({type(exc).__name__}: {exc})") from None
+        name = getattr(path, "name", path)
+        raise BadImageError(f"{name} is not a readable image ({type(exc).__name__}: {exc})") from None
 
 
 def eval_resize_crop(img: Image.Image, cfg: dict[str, Any]) -> Image.Image:
