@@ -2,7 +2,8 @@
 
 The model is fused (BN folded, as in the int8 export), NNCF inserts fake quantizers with the same
 settings as post-training quantization (:func:`.int8_settings.nncf_options`) and initialises their ranges on
-the calibration images, then weights and ranges are fine-tuned on labelled images (SGD, cosine
+up to 32 of the calibration images (training learns them: the demo's 150 gave 97.78% on digits in 16.6 s,
+32 gave 97.50% in 11.8 s), then weights and ranges are fine-tuned on labelled images (SGD, cosine
 schedule). PyTorch's ONNX exporter writes the fake quantizers as QuantizeLinear/DequantizeLinear pairs:
 the same kind of QDQ model as post-training quantization, run by ONNX Runtime and OpenVINO alike.
 """
@@ -24,6 +25,8 @@ from mobilenets.models.fuse import fuse
 from mobilenets.runtime.runners import onnx_session
 from mobilenets.util.errors import ExportError
 from mobilenets.util.extras import needs
+
+QAT_INIT_IMAGES = 32
 
 
 def _stem_node(model: nn.Module) -> str:
@@ -66,7 +69,8 @@ def qat_finetune(
     loader = DataLoader(images, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=drop_last)
     fused = fuse(model)
     dataset = nncf.Dataset([calib[i : i + 1] for i in range(len(calib))])
-    quantized = nncf.quantize(fused, dataset, **nncf_options([_stem_node(fused)], len(calib), bits, graph=False))
+    subset = min(len(calib), QAT_INIT_IMAGES)
+    quantized = nncf.quantize(fused, dataset, **nncf_options([_stem_node(fused)], subset, bits, graph=False))
     optimizer = torch.optim.SGD(quantized.parameters(), lr=lr, momentum=0.9)
     steps = epochs * len(loader)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
