@@ -144,7 +144,7 @@ def test_killed_job_continues_without_losing_or_repeating_an_image(tmp_path):
     assert str(field.type) == "list<element: halffloat>"
 
 
-def _checkpoint(folder: Path, name: str) -> Path:
+def _checkpoint(folder: Path, name: str, **options: int) -> Path:
     """A random detector or segmenter (He init, random BN; a detector's class logits spread x8 as in
     test_dense) saved as a training output folder."""
     from safetensors.torch import save_file
@@ -152,7 +152,7 @@ def _checkpoint(folder: Path, name: str) -> Path:
     from mobilenets import create_model
     from mobilenets.runtime.classifier import model_class_names
 
-    model = random_net(create_model(name, num_classes=4), conv_bias=False, check_size=None)
+    model = random_net(create_model(name, num_classes=4, **options), conv_bias=False, check_size=None)
     with torch.no_grad():
         for layers in model.head.classification_head.module_list if "ssd" in name else ():
             layers[-1].weight.mul_(8)
@@ -232,7 +232,7 @@ def test_ray_cluster_rows_equal_this_machines(ray_head, tmp_path):
     one-machine job, image for image; the rows' top-1 against the labels is the model's measured one."""
     weights = str(shared_path("weights", "mobilenet_v1_0.25_224_float.tflite"))
     data = shared_path("imagenet-val-1300")
-    detector = _checkpoint(tmp_path / "ssd", "ssdlite_mobilenet_v3_small")
+    detector = _checkpoint(tmp_path / "ssd", "ssdlite_mobilenet_v3_small", size=160)
     jobs = [(str(data / "images"), ["--weights", weights, "--backend", "onnxruntime", "--workers", "2"]),
             (str(shared_path("coco128", "images", "val2017")), ["--checkpoint", str(detector)])]  # fmt: skip
     for n, (source, model) in enumerate(jobs):
@@ -251,3 +251,28 @@ def test_ray_cluster_rows_equal_this_machines(ray_head, tmp_path):
     labels = dict(line.split(",") for line in (data / "labels.csv").read_text().splitlines()[1:])
     hits = [row["labels"][0] == int(labels[Path(p).name]) for p, row in _rows(tmp_path / "local0").items()]
     assert abs(np.mean(hits) - FP32_TOP1["mobilenet_v1_0.25_224_float"]) <= 2 / 1300
+
+
+def test_a_part_cut_short_is_never_a_result(tmp_path, monkeypatch):
+    """A crash in the middle of writing a part (here: half the bytes, then an error) leaves no part-*.parquet,
+    and the next start removes the temporary file and reads what is complete."""
+    import pyarrow as pa
+
+    from mobilenets.batch import parts
+
+    writer = parts.PartWriter(tmp_path, rows_per_file=2)
+    rows = pa.table({"path": ["a", "b"], "error": pa.array([None, "bad"], pa.string())})
+    writer.add(rows)  # one complete part
+    real = pq.write_table
+
+    def crash(table, where, **kw):
+        real(table, where, **kw)
+        data = Path(where).read_bytes()
+        Path(where).write_bytes(data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pq, "write_table", crash)
+    with pytest.raises(KeyboardInterrupt):
+        writer.add(pa.table({"path": ["c", "d"], "error": pa.array([None, None], pa.string())}))
+    assert len(list(tmp_path.glob("part-*.parquet"))) == 1
+    assert parts.done_paths(tmp_path) == {"a", "b"} and list(tmp_path.iterdir()) == list(tmp_path.glob("part-*"))
