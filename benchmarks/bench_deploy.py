@@ -59,7 +59,7 @@ def main() -> None:
             runners = {"peer": onnxruntime_runner(onnx_bytes(ref, torch.from_numpy(x)), "fp32")}
             ours = create_model(name).eval()
             ours.load_state_dict(convert_state_dict(ref.state_dict(), "torchvision", name))
-            int8 = quantize_onnx(onnx_bytes(ours, torch.from_numpy(x)), torch.randn(32, 3, 224, 224))
+            int8 = quantize_onnx(onnx_bytes(ours, torch.from_numpy(x)), torch.randn(32, 3, 224, 224))[0]
             runners["int8 ov"] = openvino_runner(int8, "int8")
             med = _medians(runners, x, args)
             print(f"| {name} | {med['peer']:.2f} | {med['int8 ov']:.2f} | {med['int8 ov'] / med['peer']:.2f} |")
@@ -84,7 +84,7 @@ def main() -> None:
             "onnxruntime": build_runner(ours, "onnxruntime", 2, cache),
             "openvino": build_runner(ours, "openvino", 2, cache),
         }
-        int8 = quantize_onnx(cache["fp32"], torch.randn(32, 3, 224, 224))
+        int8 = quantize_onnx(cache["fp32"], torch.randn(32, 3, 224, 224))[0]
         runners["int8 ort"] = onnxruntime_runner(int8, "int8")
         runners["int8 ov"] = openvino_runner(int8, "int8")
         if bf16:

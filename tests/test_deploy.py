@@ -17,7 +17,7 @@ from conftest import FP32_TOP1, random_net, rel_err, shared_path
 from mobilenets import create_model, deploy, export, fuse
 from mobilenets.cli import main
 from mobilenets.deploy import int8_settings
-from mobilenets.deploy.quantize import export_int8
+from mobilenets.deploy.quantize import calibration_batch, export_int8
 from mobilenets.runtime import files as exported_files
 from mobilenets.runtime.runners import openvino_runner
 from mobilenets.util.cpu import CpuInfo, cpu_info
@@ -168,7 +168,8 @@ def test_weight_bits_follow_the_cpu(monkeypatch):
 def test_int8_accuracy_budget_keeps_layers_float_or_refuses(tmp_path, monkeypatch):
     """``--max-drop 0 --val DIR`` on Google's float V1 0.25, with 50 real images labelled by its fp32
     predictions: plain int8 (32 COCO photos to calibrate) changes some answers, so layers are kept float
-    until none changes, and the file lists them; a budget NNCF does not meet is refused, nothing written."""
+    until none changes, and the file lists them; a budget NNCF does not meet is refused (here through
+    ``deploy(val=, max_drop=)``, which takes the same path)."""
     import nncf
 
     from mobilenets.data.preprocess import list_images, preprocess
@@ -195,9 +196,9 @@ def test_int8_accuracy_budget_keeps_layers_float_or_refuses(tmp_path, monkeypatc
     session = ort.InferenceSession(str(tmp_path / "q.onnx"))  # the file as written, one image at a time
     assert [int(session.run(None, {"input": image[None].numpy()})[0].argmax()) for image in x] == labels
     monkeypatch.setattr(nncf, "quantize_with_accuracy_control", lambda model, *a, **k: nncf.quantize(model, a[0]))
-    with pytest.raises(ExportError, match="more than --max-drop 0; allow a larger drop"):
-        export_int8(model, tmp_path / "r.onnx", calib, calib_size=32, val=val, max_drop=0.0)
-    assert not (tmp_path / "r.onnx").exists()
+    with pytest.raises(ExportError, match="more than --max-drop 0; allow a larger drop"):  # deploy() shares it
+        deploy(model, precision="int8", backend="onnxruntime", calib=calibration_batch(calib, model.pretrained_cfg, 32),
+               val=val, max_drop=0.0)  # fmt: skip
     with pytest.raises(ExportError, match="must be a number of points from 0 to 100"):
         export_int8(model, tmp_path / "r.onnx", calib, val=val, max_drop=-1)
 
@@ -228,6 +229,12 @@ def test_deploy_fp32_and_int8(v3, calib_dir):
         deploy(v3, precision="fp16")
     with pytest.raises(PrecisionError, match="does not run int8"):
         deploy(v3, precision="int8", backend="fused")
+    (calib_dir / "labels.csv").write_text("file,label\n" + "".join(f"a/{i}.jpg,0\n" for i in (1, 3, 5, 7)))
+    budgeted = deploy(v3, precision="int8", backend="onnxruntime", calib=calib_dir, img_size=96,
+                      val=calib_dir, max_drop=100)  # fmt: skip
+    assert budgeted.budget["val_images"] == 4 and budgeted.budget["kept_float"] == []
+    with pytest.raises(ExportError, match="goes with precision='int8'"):
+        deploy(v3, val=calib_dir)
 
 
 def test_bf16_is_native_or_refused(v3):

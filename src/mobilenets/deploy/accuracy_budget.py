@@ -26,6 +26,12 @@ from mobilenets.util.errors import ExportError
 from mobilenets.util.extras import needs
 
 
+def check_max_drop(max_drop: Any) -> None:
+    """Refuse a budget that is not a number of points from 0 to 100."""
+    if not isinstance(max_drop, int | float) or not 0 <= max_drop <= 100:
+        raise ExportError(f"The accuracy budget (max_drop) must be a number of points from 0 to 100, got {max_drop!r}.")
+
+
 def validation_set(data: str | Path, cfg: dict[str, Any], class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The images and labels of ``data`` (as ``eval --data`` takes it), preprocessed as ``cfg`` says."""
     samples = find_eval_set(data, class_names).samples

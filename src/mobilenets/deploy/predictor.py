@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilenets.deploy.accuracy_budget import check_max_drop, validation_set
 from mobilenets.deploy.contract import model_metadata
 from mobilenets.deploy.mobile import phone_bytes
 from mobilenets.deploy.onnx import add_metadata, onnx_bytes
@@ -47,6 +48,7 @@ class Predictor:
     timings_ms: dict[str, float] = field(default_factory=dict)
     onnx: bytes | None = None
     cpu: str = field(default_factory=lambda: cpu_info().summary)
+    budget: dict[str, Any] | None = None  # int8 with an accuracy budget: what it measured and kept float
 
     def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         expected = tuple(self.cfg["input_size"])
@@ -64,9 +66,12 @@ class Predictor:
 
 
 def build_runner(model: nn.Module, backend: str, threads: int, onnx: dict[str, bytes], calib: Any = None,
-                 img_size: int = 224, precision: str = "fp32") -> Callable[[np.ndarray], np.ndarray]:  # fmt: skip
+                 img_size: int = 224, precision: str = "fp32", budget: dict[str, Any] | None = None
+                 ) -> Callable[[np.ndarray], np.ndarray]:  # fmt: skip
     """One backend's batch function at ``precision``; ``onnx`` caches the fp32 / int8 exports between
-    backends. Refuses (:class:`PrecisionError`) a precision the backend or this CPU cannot keep."""
+    backends. ``budget`` (``{"val": (images, labels), "max_drop": points}``): the int8 ONNX model keeps
+    layers float until it is within the budget (:mod:`.accuracy_budget`); what was measured is put in
+    ``budget["report"]``. Refuses (:class:`PrecisionError`) a precision the backend or this CPU cannot keep."""
     if backend not in BACKENDS:
         raise PrecisionError(f"Unknown backend {backend!r}; use one of {', '.join(BACKENDS)}.")
     check_precision(precision, backend)
@@ -79,6 +84,8 @@ def build_runner(model: nn.Module, backend: str, threads: int, onnx: dict[str, b
     x = torch.zeros(1, 3, img_size, img_size)
     calib_cfg = {**model.pretrained_cfg, "input_size": (3, img_size, img_size)}
     if backend in ("litert", "executorch"):
+        if budget is not None:
+            raise ExportError("An accuracy budget (val=, max_drop=) is for int8 in ONNX Runtime and OpenVINO.")
         if precision == "int8" and calib is None:
             raise ExportError("int8 needs calibration data: pass calib= a tensor or a folder of images.")
         batch = calibration_batch(calib, calib_cfg) if precision == "int8" else None
@@ -90,7 +97,12 @@ def build_runner(model: nn.Module, backend: str, threads: int, onnx: dict[str, b
     if precision == "int8" and "int8" not in onnx:
         if calib is None:
             raise ExportError("int8 needs calibration data: pass calib= a tensor or a folder of images.")
-        onnx["int8"] = quantize_onnx(onnx["fp32"], calibration_batch(calib, calib_cfg))[0]
+        val, max_drop = (budget["val"], budget["max_drop"]) if budget else (None, 0.5)
+        onnx["int8"], report = quantize_onnx(
+            onnx["fp32"], calibration_batch(calib, calib_cfg), val=val, max_drop=max_drop
+        )
+        if budget is not None:
+            budget["report"] = report
     return open_runner(backend, onnx["int8" if precision == "int8" else "fp32"], precision, threads)
 
 
@@ -110,6 +122,8 @@ def deploy(
     calib: torch.Tensor | str | None = None,
     threads: int | None = None,
     img_size: int | None = None,
+    val: str | None = None,
+    max_drop: float = 0.5,
 ) -> Predictor:
     """The model on the fastest CPU backend that keeps ``precision``, measured here at batch 1.
 
@@ -120,6 +134,9 @@ def deploy(
     CPUs where int8 is slower than fp32 (AVX2 without VNNI) ``precision="int8"`` may so return an fp32
     predictor, never a lower precision than asked. Naming a backend runs exactly that backend and
     precision. ``Predictor.backend`` / ``.precision`` say what was chosen, ``.timings_ms`` what was measured.
+    ``val`` (labelled images, as ``mobilenets eval --data`` takes them) with ``precision="int8"``: the int8
+    model keeps its most sensitive layers float until its top-1 on ``val`` is within ``max_drop`` points of
+    fp32, or is refused (as ``export --int8 --max-drop --val``); ``Predictor.budget`` says what it kept.
     """
     check_precision(precision, None if backend == "auto" else backend)
     if backend != "auto" and backend not in BACKENDS:
@@ -131,13 +148,27 @@ def deploy(
     candidates = auto_candidates(precision) if backend == "auto" else [(backend, precision)]
     x = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
     cache: dict[str, bytes] = {}
+    budget = _budget(model, precision, size, val, max_drop)
     runs, timings = {}, {}
     for name, prec in candidates:
         key = name if prec == "fp32" else f"{name} {prec}"
-        runs[key] = (name, prec, build_runner(model, name, threads, cache, calib, size, prec))
+        int8_budget = budget if prec == "int8" else None
+        runs[key] = (name, prec, build_runner(model, name, threads, cache, calib, size, prec, int8_budget))
         timings[key] = statistics.median(measure_ms(runs[key][2], x, repeats=15))
     name, prec, run = runs[min(timings, key=timings.get)]
     meta = model_metadata(model)
     cfg = {**meta["pretrained_cfg"], "input_size": (3, size, size)}
     onnx = cache.get("int8" if prec == "int8" else "fp32")
-    return Predictor(name, prec, run, cfg, meta["class_names"], timings, onnx)
+    report = budget.get("report") if budget and prec == "int8" else None
+    return Predictor(name, prec, run, cfg, meta["class_names"], timings, onnx, budget=report)
+
+
+def _budget(model: nn.Module, precision: str, size: int, val: str | None, max_drop: float) -> dict[str, Any] | None:
+    """The accuracy budget :func:`build_runner` takes, checked; ``None`` without ``val``."""
+    if val is None:
+        return None
+    if precision != "int8":
+        raise ExportError("An accuracy budget (val=, max_drop=) goes with precision='int8'.")
+    check_max_drop(max_drop)
+    cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
+    return {"val": validation_set(val, cfg, model_metadata(model)["class_names"]), "max_drop": max_drop}

@@ -22,7 +22,7 @@ import torch
 
 from mobilenets.data.images import BUILTIN
 from mobilenets.data.preprocess import list_images, preprocess
-from mobilenets.deploy.accuracy_budget import quantize_within, validation_set
+from mobilenets.deploy.accuracy_budget import check_max_drop, quantize_within, validation_set
 from mobilenets.deploy.contract import model_metadata
 from mobilenets.deploy.int8_settings import int8_metadata, nncf_options, shrink_weights, stem_nodes, weight_bits
 from mobilenets.deploy.onnx import add_metadata, check_onnx, onnx_bytes
@@ -122,8 +122,7 @@ def export_int8(
     images, as ``mobilenets eval --data`` takes), the most sensitive layers stay float until top-1 on them
     is within ``max_drop`` points of fp32 (:mod:`.accuracy_budget`); refused if it cannot be."""
     check("int8", "int8 ONNX export")
-    if not isinstance(max_drop, int | float) or not 0 <= max_drop <= 100:
-        raise ExportError(f"The accuracy budget (max_drop) must be a number of points from 0 to 100, got {max_drop!r}.")
+    check_max_drop(max_drop)
     if val is not None and not Path(val).is_dir() and str(val) not in BUILTIN:
         raise ExportError(f"Validation folder {val} does not exist; give labelled images as eval --data takes.")
     model = exportable(model, "onnx", int8=True)
