@@ -6,12 +6,11 @@ killed job, started again with the same command, goes on where the complete part
 
 - ``engine="local"``: a PyTorch DataLoader whose ``workers`` processes read and preprocess images
   while this process runs the model (memory bounded by a few batches in flight and one part of rows).
-- ``engine="ray"``: ``ray.data.from_items`` of the paths, (classifiers) ``map_batches(read_pixels)``
-  tasks that read and crop the images, ``map_batches(BatchPredictor, compute=ActorPoolStrategy(size=
-  workers))`` so each actor loads the model once, streamed back with ``iter_batches``; on the cluster
-  at ``address`` (``"auto"``, ``"host:port"``, ``"ray://..."``) or on a local Ray started for the job.
-  Masks (segmentation) are written by the actors: on a cluster of several machines ``output`` must be
-  shared storage.
+- ``engine="ray"``: ``ray.data.from_items`` of the paths, ``map_batches(BatchPredictor, compute=
+  ActorPoolStrategy(size=workers))`` so each actor loads the model once, streamed back with
+  ``iter_batches``; on the cluster at ``address`` (``"auto"``, ``"host:port"``, ``"ray://..."``) or on
+  a local Ray started for the job. Masks (segmentation) are written by the actors: on a cluster of
+  several machines ``output`` must be shared storage.
 """
 
 from __future__ import annotations
@@ -27,9 +26,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from mobilenets.batch.parts import PartWriter, done_paths
-from mobilenets.batch.rows import CALIB_IMAGES, BatchPredictor, Decoder, JobOptions, read_pixels
+from mobilenets.batch.rows import CALIB_IMAGES, BatchPredictor, Decoder, JobOptions
 from mobilenets.batch.sources import list_sources
-from mobilenets.runtime.classifier import load_classifier
 from mobilenets.util.errors import DataError, RuntimeUnavailable
 from mobilenets.util.extras import needs
 
@@ -77,8 +75,8 @@ def _no_cluster(address: str | None) -> str:
             "the job.")  # fmt: skip
 
 
-def _run_ray(todo: list[str], options: JobOptions, decoder: Decoder, out: Path, writer: PartWriter,
-             batch_size: int, workers: int, address: str | None) -> None:  # fmt: skip
+def _run_ray(todo: list[str], options: JobOptions, out: Path, writer: PartWriter, batch_size: int,
+             workers: int, address: str | None) -> None:  # fmt: skip
     with needs("Prediction on a Ray cluster"):
         import ray
 
@@ -88,8 +86,6 @@ def _run_ray(todo: list[str], options: JobOptions, decoder: Decoder, out: Path, 
         raise RuntimeUnavailable(_no_cluster(address)) from None
     try:
         ds = ray.data.from_items([{"path": p} for p in todo])
-        if decoder.task == "classification":  # read in Ray tasks, so that actors only run the model
-            ds = ds.map_batches(read_pixels, fn_kwargs={"decoder": decoder}, batch_size=batch_size)
         ds = ds.map_batches(BatchPredictor, fn_constructor_kwargs={"options": options, "output": str(out)},
                             batch_size=batch_size, batch_format="numpy",
                             compute=ray.data.ActorPoolStrategy(size=workers))  # fmt: skip
@@ -127,18 +123,15 @@ def predict_to_parquet(
     todo = [p for p in paths if p not in done]
     options = replace(options, calib=tuple(paths[:CALIB_IMAGES]) if options.precision == "int8" else ())
     writer = PartWriter(out, rows_per_file)
+    summary: dict[str, Any] = {"backend": "chosen by each Ray actor", "warnings": []}
     if engine == "local":
         bp = BatchPredictor(options, out)
-        clf, backend = bp.clf, f"{bp.backend} {bp.precision}"
-    else:  # the driver reads the model too: its preprocessing for the reading tasks, its warning
-        clf, backend = load_classifier(options.weights, options.checkpoint, options.model, options.pretrained), None
-    summary = {"backend": backend or "chosen by each Ray actor", "warnings": [w for w in [clf.warning] if w]}
+        summary.update(backend=f"{bp.backend} {bp.precision}", warnings=[w for w in [bp.clf.warning] if w])
     start = time.perf_counter()
     if engine == "local":
         _run_local(todo, bp, writer, batch_size, 2 if workers is None else workers)
     elif todo:
-        decoder = Decoder(clf.task, dict(clf.cfg))
-        _run_ray(todo, options, decoder, out, writer, batch_size, workers or 1, address)
+        _run_ray(todo, options, out, writer, batch_size, workers or 1, address)
     writer.flush()
     seconds = time.perf_counter() - start
     return {"images": len(paths), "skipped": len(paths) - len(todo), "written": writer.written,

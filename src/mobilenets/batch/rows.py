@@ -65,19 +65,12 @@ class Decoder:
     cfg: dict[str, Any]
 
     def __call__(self, path: str) -> torch.Tensor:
-        from mobilenets.data.preprocess import to_tensor
-
-        if self.task == "classification":
-            return to_tensor(self.pixels(path), self.cfg)
-        return torch.from_numpy(self.pixels(path)).permute(2, 0, 1).contiguous()
-
-    def pixels(self, path: str) -> np.ndarray:
-        """The image as uint8 H x W x 3: a classifier's resized and cropped input before normalization
-        (a quarter of its float size, what Ray moves between its reading tasks and the model actors)."""
-        from mobilenets.data.preprocess import eval_resize_crop, load_rgb
+        from mobilenets.data.preprocess import eval_resize_crop, load_rgb, to_tensor
 
         img = load_rgb(_open(path))
-        return np.asarray(eval_resize_crop(img, self.cfg) if self.task == "classification" else img)
+        if self.task == "classification":
+            return to_tensor(eval_resize_crop(img, self.cfg), self.cfg)
+        return torch.from_numpy(np.asarray(img)).permute(2, 0, 1).contiguous()
 
     def safe(self, path: str) -> torch.Tensor | str:
         """The input, or the reason it cannot be read (the row's ``error``)."""
@@ -85,21 +78,6 @@ class Decoder:
             return self(path)
         except (BadImageError, OSError) as exc:
             return str(exc)
-
-
-def read_pixels(batch: dict[str, Any], decoder: Decoder) -> dict[str, Any]:
-    """A Ray Data batch of classifier images read: ``path``, ``pixels`` (N x H x W x 3 uint8; zeros for an
-    image that could not be read) and ``error``. The reading stage before :class:`BatchPredictor`."""
-    _, height, width = decoder.cfg["input_size"]
-    pixels = np.zeros((len(batch["path"]), height, width, 3), np.uint8)
-    errors: list[str | None] = []
-    for i, path in enumerate(batch["path"]):
-        try:
-            pixels[i] = decoder.pixels(str(path))
-            errors.append(None)
-        except (BadImageError, OSError) as exc:
-            errors.append(str(exc))
-    return {"path": batch["path"], "pixels": pixels, "error": np.array(errors, dtype=object)}
 
 
 def _open(path: str) -> str | io.BytesIO:
@@ -180,14 +158,8 @@ class BatchPredictor:
         return images[:CALIB_IMAGES]
 
     def __call__(self, batch: dict[str, Any]) -> Any:
-        """The rows of a batch of ``path`` (read here), or of :func:`read_pixels`' output."""
-        from mobilenets.data.preprocess import to_tensor
-
         paths = [str(p) for p in batch["path"]]
-        if "pixels" not in batch:
-            return self.predict(paths, [self.decoder.safe(p) for p in paths])
-        inputs = [err if err else to_tensor(px, self.decoder.cfg) for px, err in zip(batch["pixels"], batch["error"])]
-        return self.predict(paths, inputs)
+        return self.predict(paths, [self.decoder.safe(p) for p in paths])
 
     def predict(self, paths: list[str], inputs: list[torch.Tensor | str]) -> Any:
         """The rows for ``paths`` whose ``inputs`` are decoded (or, as a string, why they could not be)."""
