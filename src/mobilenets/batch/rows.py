@@ -35,6 +35,7 @@ from torch import nn
 from mobilenets.batch import columns
 from mobilenets.util.errors import BadImageError, DataError, PrecisionError
 from mobilenets.util.extras import needs
+from mobilenets.util.memory import release_freed_memory
 
 CALIB_IMAGES = 128  # int8: calibrated on the first images of the job that can be read
 
@@ -172,7 +173,9 @@ class BatchPredictor:
             found = columns.detections(self, good)
         else:
             found = columns.masks(self, good, [paths[i] for i in ok])
-        return columns.table(self, paths, errors, ok, found)
+        rows = columns.table(self, paths, errors, ok, found)
+        release_freed_memory()  # memory stays bounded over millions of images
+        return rows
 
     def mask_name(self, path: str) -> str:
         """Where the mask of ``path`` goes, relative to the output folder (the same on every run)."""
