@@ -82,7 +82,7 @@ def _imagenet_list(tmp_path: Path, n: int) -> tuple[Path, list[Path]]:
 def test_rows_equal_predict_and_bad_files_get_an_error(tmp_path, capsys):
     """Google's float V1 0.25 over 24 ImageNet photos and 4 broken files: each photo's top-5 as `predict`
     gives it, each broken file a row with an error and no prediction; the rows' metadata and types as the
-    README says; options that need --output are refused without it."""
+    README says; int8 agrees on most top-1; options that need --output are refused without it."""
     weights = str(shared_path("weights", "mobilenet_v1_0.25_224_float.tflite"))
     listing, images = _imagenet_list(tmp_path, 24)
     out = tmp_path / "out"
@@ -105,6 +105,15 @@ def test_rows_equal_predict_and_bad_files_get_an_error(tmp_path, capsys):
         assert row["error"] is None and row["labels"] == [t["index"] for t in ref["top"]]
         assert np.allclose(row["scores"], [t["prob"] for t in ref["top"]], atol=1e-4)
         assert row["names"] == [t["name"] for t in ref["top"]]
+    # int8 (calibrated on the job's own first images) in ONNX Runtime: the same top-1 on most photos
+    argv = ["predict", str(listing), "--weights", weights, "--precision", "int8", "--backend", "onnxruntime"]
+    assert main([*argv, "--output", str(tmp_path / "int8")]) == 0
+    int8 = _rows(tmp_path / "int8")
+    assert pq.read_schema(next((tmp_path / "int8").glob("part-*"))).metadata[b"mobilenets.precision"] == b"int8"
+    assert sum(int8[str(p)]["labels"][0] == rows[str(p)]["labels"][0] for p in images) >= 20
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")  # refused before the output folder is made
+    assert main(["predict", str(listing), "--weights", str(tmp_path / "broken.onnx"), "--output", str(out / "x")]) == 2
+    assert "broken.onnx is not a loadable ONNX model" in capsys.readouterr().err and not (out / "x").exists()
     assert main(["predict", str(images[0]), "--weights", weights, "--engine", "ray"]) == 2
     assert "--engine goes with --output DIR" in capsys.readouterr().err
     if importlib.util.find_spec("ray"):  # an address where no cluster answers: refused in seconds, not minutes

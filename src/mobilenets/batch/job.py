@@ -28,6 +28,7 @@ from tqdm import tqdm
 from mobilenets.batch.parts import PartWriter, done_paths
 from mobilenets.batch.rows import CALIB_IMAGES, BatchPredictor, Decoder, JobOptions
 from mobilenets.batch.sources import list_sources
+from mobilenets.runtime.classifier import load_classifier
 from mobilenets.util.errors import DataError, RuntimeUnavailable
 from mobilenets.util.extras import needs
 
@@ -116,17 +117,18 @@ def predict_to_parquet(
     if out.exists() and not out.is_dir():
         raise DataError(f"--output {output} is a file; give a folder for the Parquet parts.")
     paths = list_sources(source)
-    if engine == "ray":
-        _check_reachable(address)
-    out.mkdir(parents=True, exist_ok=True)
-    done = done_paths(out)
-    todo = [p for p in paths if p not in done]
     options = replace(options, calib=tuple(paths[:CALIB_IMAGES]) if options.precision == "int8" else ())
-    writer = PartWriter(out, rows_per_file)
-    summary: dict[str, Any] = {"backend": "chosen by each Ray actor", "warnings": []}
     if engine == "local":
         bp = BatchPredictor(options, out)
-        summary.update(backend=f"{bp.backend} {bp.precision}", warnings=[w for w in [bp.clf.warning] if w])
+        clf, backend = bp.clf, f"{bp.backend} {bp.precision}"
+    else:  # the model read here first: a file that cannot be loaded is refused before Ray starts
+        _check_reachable(address)
+        clf, backend = load_classifier(options.weights, options.checkpoint, options.model, options.pretrained), None
+    summary = {"backend": backend or "chosen by each Ray actor", "warnings": [w for w in [clf.warning] if w]}
+    out.mkdir(parents=True, exist_ok=True)  # nothing is written before the source and the model are known good
+    done = done_paths(out)
+    todo = [p for p in paths if p not in done]
+    writer = PartWriter(out, rows_per_file)
     start = time.perf_counter()
     if engine == "local":
         _run_local(todo, bp, writer, batch_size, 2 if workers is None else workers)
