@@ -137,7 +137,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     for path in result["skipped"]:
         print(f"skipped unreadable image: {path}", file=sys.stderr)
     for warning in result["warnings"]:
-        print(f"mobilenets eval: warning: {warning}", file=sys.stderr)
+        warn("eval", warning)
     label = {"top1": "top-1", "top5": "top-5", "map": "mAP", "map50": "mAP@.5", "miou": "mIoU",
              "pixel_acc": "pixel accuracy"}  # fmt: skip
     shown = ", ".join(f"{label[k]} {result[k]:.2%}" for k in keys[:2])
