@@ -263,25 +263,25 @@ def test_ray_cluster_rows_equal_this_machines(ray_head, tmp_path):
 
 
 def test_a_part_cut_short_is_never_a_result(tmp_path, monkeypatch):
-    """A crash in the middle of writing a part (here: half the bytes, then an error) leaves no part-*.parquet,
-    and the next start removes the temporary file and reads what is complete."""
+    """A write that dies before its rename leaves no part-*.parquet, and a half-written temporary file that
+    a killed job left is removed on the next start, which reads only the complete parts."""
     import pyarrow as pa
 
     from mobilenets.batch import parts
+    from mobilenets.util import files
 
     writer = parts.PartWriter(tmp_path, rows_per_file=2)
-    rows = pa.table({"path": ["a", "b"], "error": pa.array([None, "bad"], pa.string())})
-    writer.add(rows)  # one complete part
-    real = pq.write_table
+    writer.add(pa.table({"path": ["a", "b"], "error": pa.array([None, "bad"], pa.string())}))  # one complete part
+    (complete,) = tmp_path.glob("part-*.parquet")
+    left = tmp_path / f".{complete.stem[:-1]}1.parquet.k3x9.tmp"  # as a SIGKILL during a write leaves it
+    left.write_bytes(complete.read_bytes()[:100])
 
-    def crash(table, where, **kw):
-        real(table, where, **kw)
-        data = Path(where).read_bytes()
-        Path(where).write_bytes(data[: len(data) // 2])
+    def killed(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pq, "write_table", crash)
-    with pytest.raises(KeyboardInterrupt):
-        writer.add(pa.table({"path": ["c", "d"], "error": pa.array([None, None], pa.string())}))
-    assert len(list(tmp_path.glob("part-*.parquet"))) == 1
-    assert parts.done_paths(tmp_path) == {"a", "b"} and list(tmp_path.iterdir()) == list(tmp_path.glob("part-*"))
+    with monkeypatch.context() as patch:
+        patch.setattr(files.os, "replace", killed)
+        with pytest.raises(KeyboardInterrupt):
+            writer.add(pa.table({"path": ["c", "d"], "error": pa.array([None, None], pa.string())}))
+    assert list(tmp_path.glob("part-*.parquet")) == [complete]
+    assert parts.done_paths(tmp_path) == {"a", "b"} and sorted(tmp_path.iterdir()) == [complete]

@@ -92,4 +92,4 @@ def table(bp: Any, paths: list[str], errors: list[str | None], ok: list[int],
         for i, value in zip(ok, values):
             full[i] = value
         cols[name] = full
-    return pa.Table.from_pydict(cols, schema=schema(bp))
+    return pa.Table.from_pydict(cols, schema=bp.schema)

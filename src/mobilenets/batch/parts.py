@@ -1,20 +1,22 @@
 """A batch job's output folder: Parquet part files that appear whole or not at all, and what they hold.
 
 Rows are written in parts of ``rows_per_file`` rows, each to a hidden temporary file that is renamed to
-``part-<run>-<n>.parquet`` once complete, so a job killed at any moment leaves only complete parts (and
-perhaps a temporary file, removed on the next start). Starting the same job again reads the ``path``
-column of the complete parts and runs only the other images: none is lost or written twice.
+``part-<run>-<n>.parquet`` once complete (:func:`~mobilenets.util.files.atomic_write_bytes`), so a job
+killed at any moment leaves only complete parts (and perhaps a temporary file, removed on the next
+start). Starting the same job again reads the ``path`` column of the complete parts and runs only the
+other images: none is lost or written twice.
 """
 
 from __future__ import annotations
 
-import os
+import io
 import time
 from pathlib import Path
 from typing import Any
 
 from mobilenets.util.errors import DataError
 from mobilenets.util.extras import needs
+from mobilenets.util.files import atomic_write_bytes
 
 
 def done_paths(out: Path) -> set[str]:
@@ -66,11 +68,8 @@ class PartWriter:
     def _write(self, table: Any) -> None:
         import pyarrow.parquet as pq
 
-        name = f"part-{self.run}-{self.parts:05d}.parquet"
-        tmp = self.out / f".{name}.tmp"
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.out / name)
+        data = io.BytesIO()
+        pq.write_table(table, data)
+        atomic_write_bytes(self.out / f"part-{self.run}-{self.parts:05d}.parquet", data.getvalue())
         self.written += table.num_rows
         self.parts += 1

@@ -123,6 +123,7 @@ class BatchPredictor:
         self.task, self.names = self.clf.task, self.clf.class_names
         self.decoder = Decoder(self.clf.task, dict(self.clf.cfg))
         self.backend, self.precision, self.run = self._runner(self.clf)
+        self.schema = columns.schema(self)
 
     def _runner(self, clf: Any) -> tuple[str, str, Any]:
         """(backend, precision, function of an NCHW tensor) for the options' backend and precision."""

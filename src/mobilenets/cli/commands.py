@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from mobilenets.cli.checks import warn
+from mobilenets.cli.checks import existing_file, warn
 from mobilenets.util.errors import MobilenetsError
 from mobilenets.util.extras import check
 
@@ -94,11 +94,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
     given = [k for k, default in JOB.items() if getattr(args, k) != default]
     if given:
         raise UserError(f"--{given[0].replace('_', '-')} goes with --output DIR (prediction into Parquet).")
-    for image in args.images:
-        if Path(image).is_dir():
-            raise UserError(f"IMAGE: {image} is a folder; give a file, or --output DIR to predict all of it.")
-        if not Path(image).is_file():
-            raise UserError(f"IMAGE: {image} does not exist; give an image file.")
+    for image in args.images:  # the checks IMAGE had before it could name a SOURCE for --output
+        try:
+            existing_file()(image)
+        except argparse.ArgumentTypeError as exc:
+            hint = ", or --output DIR to predict all of it" if Path(image).is_dir() else ""
+            raise UserError(f"IMAGE: {exc}{hint}.") from None
     clf = _classifier(args)
     if clf.task != "classification":
         from mobilenets.evaluate.dense import predict_dense
