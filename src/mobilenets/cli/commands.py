@@ -164,6 +164,10 @@ def cmd_train(args: argparse.Namespace) -> None:
               f"outputs in {result['output']}")  # fmt: skip
 
 
+NEEDS_CALIB = ("--int8 needs --calib DIR (images to calibrate on); only --format onnx of a quantized TFLite file "
+               "keeps the file's own quantization without it.")
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     import json
 
@@ -181,8 +185,8 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise UserError("--weights is already an export; export from a checkpoint, weights or --model.")
     if args.calib and not args.int8:
         raise UserError("--calib goes with --int8.")
-    if args.int8 and not args.calib:
-        raise UserError("--int8 needs --calib DIR (images to calibrate on).")
+    if args.int8 and not args.calib and not (args.format == "onnx" and (args.weights or args.pretrained)):
+        raise UserError(NEEDS_CALIB)  # known before the model is read
     if args.int8 and args.format in ("torchscript", "pt2"):
         raise UserError(f"--int8 is not offered for {args.format}; use onnx, tflite, pte or coreml.")
     if (args.max_drop is None) != (args.val is None):
@@ -199,6 +203,8 @@ def cmd_export(args: argparse.Namespace) -> None:
     if model is None:
         raise UserError("--weights is already an export; export from a checkpoint, weights or --model.")
     model = exportable(model, args.format, args.int8)  # a segmentation model's logits; refusals in one sentence
+    if args.int8 and not args.calib and not (args.format == "onnx" and hasattr(model, "tflite_quantization")):
+        raise UserError(NEEDS_CALIB)
     if args.format in ("tflite", "pte", "coreml"):
         report = export_mobile(model, args.output, args.format, args.img_size, calib=args.calib,
                                calib_size=args.calib_size, channels_last_input=args.channels_last_input)  # fmt: skip

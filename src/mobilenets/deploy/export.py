@@ -52,8 +52,9 @@ def export(
         raise ExportError(
             "An accuracy budget (val=, max_drop=) is for int8 ONNX export: pass int8=True, format='onnx'."
         )
-    if int8 and calib is None:
-        raise ExportError("int8 needs calibration images: pass calib= a folder of images or a tensor.")
+    if int8 and calib is None and (format != "onnx" or not hasattr(model, "tflite_quantization")):
+        raise ExportError("int8 needs calibration images: pass calib= a folder of images or a tensor (only "
+                          "int8 ONNX keeps a quantized TFLite file's own quantization without them).")  # fmt: skip
     if channels_last_input and format not in MOBILE_FORMATS:
         raise ExportError("channels_last_input is for the phone formats (tflite, pte, coreml).")
     if format in ("tflite", "pte", "coreml"):

@@ -28,10 +28,12 @@ from mobilenets.deploy.int8_settings import int8_metadata, nncf_options, shrink_
 from mobilenets.deploy.onnx import add_metadata, check_onnx, onnx_bytes
 from mobilenets.deploy.qat import qat_check, qat_finetune, qat_onnx
 from mobilenets.deploy.wrappers import check_exportable, exportable
+from mobilenets.models.fuse import fuse
 from mobilenets.runtime.files import read_metadata
 from mobilenets.util.errors import BadImageError, ExportError
 from mobilenets.util.extras import check, needs
 from mobilenets.util.files import atomic_write_bytes
+from mobilenets.weights.tflite_quant import attach
 
 
 def check_calib_size(size: Any) -> None:
@@ -103,10 +105,49 @@ def quantize_onnx(
     return add_metadata(out.SerializeToString(), {**read_metadata(model), "int8": settings}), budget
 
 
+def carried_onnx(model: torch.nn.Module, x: torch.Tensor) -> bytes:
+    """The int8 QDQ ONNX model of a model imported from a quantized TFLite file, on the file's own grids
+    (``model.tflite_quantization``): its uint8 weights with their zero points and every activation's
+    scale and zero point, nothing recalibrated. Checked in ONNX Runtime against the same rounding in
+    PyTorch; the metadata is left to the caller."""
+    with needs("int8 ONNX export"):
+        import onnx
+
+    plan = model.tflite_quantization
+    rounded = attach(fuse(model), plan, weights=True)
+    proto = onnx.load_from_string(onnx_bytes(rounded, x))
+    shrink_weights(proto, keep=set())
+    data = proto.SerializeToString()
+    diff = qat_check(data, rounded, x)
+    if diff > 0.3:  # a rounding that goes the other way early moves the logits by several grid steps
+        raise ExportError(f"The int8 ONNX model differs from {plan.source}'s quantization in PyTorch by "
+                          f"{diff:.0%} of its largest logit; nothing was written. Please report this.")  # fmt: skip
+    return data
+
+
+def _export_carried(model: torch.nn.Module, path: Path, size: int, recalibrating: bool) -> dict[str, Any]:
+    """:func:`export_int8` without calibration images: the quantization the model carries (:func:`carried_onnx`)."""
+    plan = getattr(model, "tflite_quantization", None)
+    if plan is None:
+        raise ExportError("int8 needs calibration images (--calib DIR, calib=): only a model imported from a "
+                          "quantized TFLite file carries its own quantization.")  # fmt: skip
+    if recalibrating:
+        raise ExportError("--qat, --val and --weight-bits recalibrate: give --calib DIR as well (without it "
+                          f"the file keeps {plan.source}'s own quantization).")  # fmt: skip
+    model = model.eval()
+    cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
+    meta = model_metadata(model) | {"pretrained_cfg": cfg, "int8": plan.summary()}
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    data = add_metadata(carried_onnx(model, x), meta)
+    atomic_write_bytes(path, data)
+    return {"path": str(path), "format": "onnx-int8", "img_size": size, "quantization": meta["int8"]["quantization"],
+            "bytes": len(data)}  # fmt: skip
+
+
 def export_int8(
     model: torch.nn.Module,
     path: str | os.PathLike,
-    calib: Any,
+    calib: Any = None,
     img_size: int | None = None,
     calib_size: int = 128,
     qat: str | None = None,
@@ -116,7 +157,9 @@ def export_int8(
     val: str | os.PathLike | None = None,
     max_drop: float = 0.5,
 ) -> dict[str, Any]:
-    """Export ``model`` to an int8 QDQ ONNX file at ``path`` calibrated on ``calib``; with ``qat`` (training
+    """Export ``model`` to an int8 QDQ ONNX file at ``path`` calibrated on ``calib``; without ``calib``, a
+    model imported from a quantized TFLite file keeps that file's quantization (:func:`carried_onnx`).
+    With ``qat`` (training
     data, as ``mobilenets train --data`` takes) after quantization-aware fine-tuning on it. ``bits``: weight
     bits, 7 or 8 (default: what this CPU runs exactly; see :func:`weight_bits`). With ``val`` (labelled
     images, as ``mobilenets eval --data`` takes), the most sensitive layers stay float until top-1 on them
@@ -127,6 +170,8 @@ def export_int8(
         raise ExportError(f"Validation folder {val} does not exist; give labelled images as eval --data takes.")
     model = exportable(model, "onnx", int8=True)
     path, size = check_exportable(model, path, img_size, "onnx")
+    if calib is None:
+        return _export_carried(model, path, size, bool(qat) or val is not None or bits != "auto")
     bits = weight_bits(bits)
     cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
     batch = calibration_batch(calib, cfg, calib_size)

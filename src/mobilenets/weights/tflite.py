@@ -11,7 +11,7 @@ that old uint8 files only imply by their activation ranges is kept as ReLU6.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from torch import nn
 
 from mobilenets.models.registry import build_model
 from mobilenets.util.errors import WeightsError
+from mobilenets.weights.tflite_quant import CONV_OPS, attach, quantization_plan
 
 CANDIDATES: tuple[tuple[str, float, bool], ...] = (
     *[("mobilenet_v1", w, False) for w in (0.25, 0.5, 0.75, 1.0)],
@@ -29,7 +30,6 @@ CANDIDATES: tuple[tuple[str, float, bool], ...] = (
     *[(n, w, m) for n in ("mobilenet_v3_large", "mobilenet_v3_small") for w in (0.75, 1.0)
       for m in (False, True)],
 )  # fmt: skip
-CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 
 
 @dataclass
@@ -178,77 +178,6 @@ def _preprocessing(graph: Graph, size: tuple[int, int]) -> dict[str, Any]:
                 mean=(mean,) * 3, std=(std,) * 3)  # fmt: skip
 
 
-class _FakeQuant:
-    """Forward hook rounding a module's output to a TFLite tensor's uint8/int8 grid."""
-
-    def __init__(self, t: Tensor) -> None:
-        self.scale, self.zero = float(t.scale[0]), float(t.zero_point[0])
-        self.lo, self.hi = (0.0, 255.0) if t.dtype == "uint8" else (-128.0, 127.0)
-
-    def __call__(self, _module: nn.Module, _inputs: Any, y: torch.Tensor) -> torch.Tensor:
-        q = torch.clamp(torch.round(y / self.scale) + self.zero, self.lo, self.hi)
-        return (q - self.zero) * self.scale
-
-    def on_input(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        """As a forward pre-hook: round the input (the output of a pooling op we fold into it)."""
-        return (self(module, (), inputs[0]), *inputs[1:])
-
-
-def _attach_fake_quant(model: nn.Module, graph: Graph) -> None:
-    """Round each activation to the grid of the TFLite tensor it stands for, op by op.
-
-    Walks the graph in execution order beside our layers: a conv's output (after its fused or implied
-    activation), the pre-activation and output of each HARD_SWISH, the SE gate and product, and each
-    residual sum. This reproduces what the integer kernels compute far better than dequantized
-    weights alone (measured in benchmarks/RESULTS.md).
-    """
-    names = {id(m): n for n, m in model.named_modules()}
-    layers = iter(_torch_layers(model))
-    consumers: dict[int, list[str]] = {}
-    for op in graph.ops:
-        for i in op.inputs:
-            consumers.setdefault(i, []).append(op.kind)
-    pending_act: nn.Module | None = None  # the act module a following HARD_SWISH stands for
-    block: nn.Module | None = None
-    pooled: _FakeQuant | None = None  # an AVERAGE_POOL output: the input of the next conv
-    for op in graph.ops:
-        out = graph.tensors[op.outputs[0]]
-        if out.scale is None:
-            continue
-        hook = _FakeQuant(out)
-        if op.kind in CONV_OPS:
-            layer = next(layers)
-            if pooled is not None:
-                layer.register_forward_pre_hook(pooled.on_input)
-                pooled = None
-            name = names[id(layer)]
-            parent_name = name.rsplit(".", 1)[0] if "." in name else ""
-            parent = model.get_submodule(parent_name) if parent_name else model
-            if parent_name.startswith("blocks.") or parent_name == "stem":
-                block = model.get_submodule(".".join(parent_name.split(".")[:2]))
-            hswish_next = "HARD_SWISH" in consumers.get(op.outputs[0], [])
-            if isinstance(parent, nn.Sequential) and len(parent) == 3:  # ConvNormAct
-                target, pending_act = (parent[1], parent[2]) if hswish_next else (parent[2], None)
-            elif name.endswith("se.fc1"):
-                target = model.get_submodule(parent_name).act
-            elif name == "pre_logits.0":
-                target, pending_act = (layer, model.pre_logits[1]) if hswish_next else (model.pre_logits[1], None)
-            else:
-                target = layer
-            target.register_forward_hook(hook)
-        elif op.kind == "AVERAGE_POOL_2D":
-            pooled = hook
-        elif op.kind == "HARD_SWISH" and pending_act is not None:
-            pending_act.register_forward_hook(hook)
-            pending_act = None
-        elif op.kind == "MUL" and block is not None and hasattr(block, "se"):
-            const = any(graph.tensors[i].data is not None for i in op.inputs)
-            (block.se.gate if const else block.se).register_forward_hook(hook)
-        elif op.kind == "ADD" and block is not None and getattr(block, "use_residual", False):
-            if all(graph.tensors[i].data is None for i in op.inputs):
-                block.register_forward_hook(hook)
-
-
 def _copy_convs(graph: Graph, model: nn.Module) -> None:
     """Copy every convolution of the TFLite graph, in graph order, into ``model``'s (a bias without a conv
     bias becomes the shift of an identity BN)."""
@@ -294,8 +223,14 @@ def load_graph(model: nn.Module, graph: Graph, path: str | os.PathLike, keep_bac
         with torch.no_grad():
             model.classifier.weight.copy_(head.weight[1:])
             model.classifier.bias.copy_(head.bias[1:])
-    if fake_quant:
-        _attach_fake_quant(model, graph)
+    if graph.tensors[graph.inputs[0]].scale is not None:
+        plan = quantization_plan(model, graph, _torch_layers(model), str(path))
+        head = plan.weights.get("classifier")
+        if head is not None and len(head.scale) == 1001 and not keep_background:  # per channel: drop background
+            plan.weights["classifier"] = replace(head, scale=head.scale[1:], zero_point=head.zero_point[1:])
+        model.tflite_quantization = plan
+        if fake_quant:
+            attach(model, model.tflite_quantization)
     h, w = graph.tensors[graph.inputs[0]].shape[1:3]
     model.model_args = {**model.model_args, "num_classes": 1001 if keep_background else 1000}
     model.pretrained_cfg = {**_preprocessing(graph, (h, w)), "source": str(path),
