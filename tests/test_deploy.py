@@ -289,12 +289,15 @@ def imagenet_224() -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mobilenet_v2_1.0_224_quant", "mobilenet_v3_small_1.0_224_uint8"])
+@pytest.mark.parametrize(
+    "name", ["mobilenet_v2_1.0_224_quant", "mobilenet_v3_small_1.0_224_uint8", "mobilenet_v1_0.25_224_float"]
+)
 def test_int8_accuracy_on_real_images(tmp_path, name, imagenet_224):
-    """Google's V2 and V3-Small (TFLite), int8 with the default flags calibrated on COCO photos (not
-    ImageNet-like): top-1 drop within MAX_DROP on 1300 images in ONNX Runtime's int8 kernels (V3-Small in
-    OpenVINO's too), with the weight bits chosen for this CPU; on AVX2 CPUs the 8-bit setting made for
-    VNNI/AMX is checked too, in the exact arithmetic those CPUs compute."""
+    """Google's V2, V3-Small and float V1 0.25 (TFLite), int8 with the default flags and COCO photos (not
+    ImageNet-like) as --calib: top-1 drop within MAX_DROP (the float-trained V1: 1.5) on 1300 images in ONNX
+    Runtime's int8 kernels (V3-Small in OpenVINO's too). V2 and V3-Small keep Google's own quantization
+    (the calibration images go unused); V1 is calibrated, with the weight bits chosen for this CPU, and on
+    AVX2 CPUs the 8-bit setting made for VNNI/AMX is checked too, in the exact arithmetic those CPUs compute."""
     from mobilenets.evaluate.classify import _Images, find_eval_set
     from mobilenets.runtime.classifier import load_classifier
 
@@ -315,15 +318,17 @@ def test_int8_accuracy_on_real_images(tmp_path, name, imagenet_224):
         imagenet_224[key] = x, np.array([label for _, label in images.samples])
     x, y = imagenet_224[key]
     fp32 = FP32_TOP1[name] if name in FP32_TOP1 else _top1(tmp_path / "f.onnx", x, y)  # V2's: test_tflite pins it
-    assert len(y) == 1300 and fp32 > 0.7
-    assert 100 * (fp32 - _top1(tmp_path / "qauto.onnx", x, y)) <= MAX_DROP
+    assert len(y) == 1300 and fp32 > 0.6
+    carried = "quantization" in json.loads(onnx.load(tmp_path / "qauto.onnx").metadata_props[0].value)["int8"]
+    assert carried == ("float" not in name)
+    assert 100 * (fp32 - _top1(tmp_path / "qauto.onnx", x, y)) <= (MAX_DROP if carried else 1.5)
     if "v3" in name and importlib.util.find_spec("openvino"):  # the same file in OpenVINO (squeeze-excite fp32)
         run = openvino_runner((tmp_path / "qauto.onnx").read_bytes(), "int8")
         pred = np.concatenate([run(x[i : i + 50]).argmax(1) for i in range(0, len(x), 50)])
         assert 100 * (fp32 - float((pred == y).mean())) <= MAX_DROP
     for bits in other:
         assert 100 * (fp32 - _top1(tmp_path / f"q{bits}.onnx", x, y, exact=True)) <= 1.0
-    assert (tmp_path / "f.onnx").stat().st_size / (tmp_path / "qauto.onnx").stat().st_size > 3.0
+    assert (tmp_path / "f.onnx").stat().st_size / (tmp_path / "qauto.onnx").stat().st_size > 2.9  # V1 0.25: 2.96
 
 
 def test_bench_command(capsys, tmp_path):

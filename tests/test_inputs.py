@@ -24,6 +24,8 @@ BAD = [  # (command line with {t} for the folder above, what the one line must s
      "--calib-size: must be an integer at least 1, got -5"),
     ("export --model mobilenet_v3_small --int8 --calib {t}/missing --output {t}/q.onnx", "--calib: {t}/missing does not exist"),
     ("export --model mobilenet_v3_small --int8 --output {t}/q.onnx", "--int8 needs --calib DIR (images to calibrate on)"),
+    ("export --model mobilenet_v3_small --format tflite --int8 --calib {t}/images --recalibrate --output {t}/q.tflite",
+     "--recalibrate goes with --int8 --calib DIR --format onnx"),
     ("export --model mobilenet_v3_small --format onnx --output {t}/m.tflite", "writes a .onnx file; name the output"),
     ("export --model mobilenet_v3_small --output {t}/no/such/m.onnx", "its folder {t}/no/such does not exist"),
     ("export --model mobilenet_v3_small --img-size 8 --output {t}/m.onnx", "--img-size: must be an integer from 32"),

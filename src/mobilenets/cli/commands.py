@@ -164,8 +164,10 @@ def cmd_train(args: argparse.Namespace) -> None:
               f"outputs in {result['output']}")  # fmt: skip
 
 
-NEEDS_CALIB = ("--int8 needs --calib DIR (images to calibrate on); only --format onnx of a quantized TFLite file "
-               "keeps the file's own quantization without it.")
+NEEDS_CALIB = (
+    "--int8 needs --calib DIR (images to calibrate on); only --format onnx of a quantized TFLite file "
+    "keeps the file's own quantization without it."
+)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -187,6 +189,8 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise UserError("--calib goes with --int8.")
     if args.int8 and not args.calib and not (args.format == "onnx" and (args.weights or args.pretrained)):
         raise UserError(NEEDS_CALIB)  # known before the model is read
+    if args.recalibrate and not (args.int8 and args.calib and args.format == "onnx"):
+        raise UserError("--recalibrate goes with --int8 --calib DIR --format onnx.")
     if args.int8 and args.format in ("torchscript", "pt2"):
         raise UserError(f"--int8 is not offered for {args.format}; use onnx, tflite, pte or coreml.")
     if (args.max_drop is None) != (args.val is None):
@@ -210,8 +214,8 @@ def cmd_export(args: argparse.Namespace) -> None:
                                calib_size=args.calib_size, channels_last_input=args.channels_last_input)  # fmt: skip
     elif args.int8:
         budget = {"val": args.val, "max_drop": args.max_drop} if args.val else {}
-        report = export_int8(model, args.output, args.calib, args.img_size, args.calib_size,
-                             args.qat, args.qat_epochs, args.qat_lr, args.weight_bits, **budget)  # fmt: skip
+        report = export_int8(model, args.output, args.calib, args.img_size, args.calib_size, args.qat, args.qat_epochs,
+                             args.qat_lr, args.weight_bits, recalibrate=args.recalibrate, **budget)  # fmt: skip
     else:
         report = export(model, args.output, args.format, args.img_size)
     print(json.dumps(report))

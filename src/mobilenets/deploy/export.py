@@ -36,6 +36,7 @@ def export(
     val: str | os.PathLike | None = None,
     max_drop: float = 0.5,
     channels_last_input: bool = False,
+    recalibrate: bool = False,
 ) -> dict[str, Any]:
     """Write ``model`` to ``path`` as ONNX (checked in ONNX Runtime: :func:`check_parity`), TorchScript, PT2,
     or for phones ``tflite`` / ``pte`` / ``coreml`` (:func:`.mobile.export_mobile`). The input is NCHW
@@ -43,7 +44,8 @@ def export(
     says; every file carries that, the class names and the architecture. ``int8=True`` quantizes,
     calibrated on ``calib`` (a folder of images, ``calib_size`` of them read, or a tensor): ONNX, LiteRT,
     ExecuTorch; Core ML int8 is weight-only. ONNX int8 with ``val`` (labelled images) keeps the most
-    sensitive layers float until top-1 on them is within ``max_drop`` points of fp32. Returns a report."""
+    sensitive layers float until top-1 on them is within ``max_drop`` points of fp32. A model imported from a
+    quantized TFLite file keeps that file's quantization in int8 ONNX unless ``recalibrate``. Returns a report."""
     check_output(path, format)
     if int8:
         check_calib_size(calib_size)
@@ -64,7 +66,9 @@ def export(
         if format != "onnx":
             raise ExportError(f"int8 is not offered for {format}; use onnx, tflite, pte or coreml.")
 
-        return export_int8(model, path, calib, img_size, calib_size, val=val, max_drop=max_drop)
+        return export_int8(
+            model, path, calib, img_size, calib_size, val=val, max_drop=max_drop, recalibrate=recalibrate
+        )
     if format == "onnx":
         check("onnx", "Export to ONNX")
     model = model.eval()

@@ -94,9 +94,7 @@ def build_runner(model: nn.Module, backend: str, threads: int, onnx: dict[str, b
     check("onnx", f"The {backend} backend")
     if "fp32" not in onnx:
         onnx["fp32"] = add_metadata(onnx_bytes(model.eval(), x), model_metadata(model))
-    if precision == "int8" and "int8" not in onnx and calib is None and budget is None:
-        if not hasattr(model, "tflite_quantization"):
-            raise ExportError("int8 needs calibration data: pass calib= a tensor or a folder of images.")
+    if precision == "int8" and "int8" not in onnx and budget is None and hasattr(model, "tflite_quantization"):
         onnx["int8"] = carried_onnx(model.eval(), x)  # a quantized TFLite file's own quantization
     if precision == "int8" and "int8" not in onnx:
         if calib is None:
@@ -133,13 +131,13 @@ def deploy(
 
     ``precision``: ``"fp32"``, ``"bf16"`` (CPUs with native bf16 only; refused elsewhere) or ``"int8"``
     (NNCF post-training quantization to a QDQ ONNX model calibrated on ``calib``, a tensor or a folder of
-    images, with the weight bits chosen for this CPU; without ``calib``, a model imported from a quantized
-    TFLite file runs on that file's own quantization in ONNX Runtime and OpenVINO). ``backend="auto"``
-    measures every backend of :data:`AUTO` at that precision and at the higher ones this CPU keeps, and
-    returns the fastest: on CPUs where int8 is slower than fp32 (AVX2 without VNNI) ``precision="int8"`` may
-    so return an fp32 predictor, never a lower precision than asked. Naming a backend runs exactly that
-    backend and precision. ``Predictor.backend`` / ``.precision`` say what was chosen, ``.timings_ms`` what
-    was measured.
+    images, with the weight bits chosen for this CPU; a model imported from a quantized TFLite file runs on
+    that file's own quantization in ONNX Runtime and OpenVINO, ``calib`` unused: ``del
+    model.tflite_quantization`` to calibrate it). ``backend="auto"`` measures every backend of :data:`AUTO`
+    at that precision and at the higher ones this CPU keeps, and returns the fastest: on CPUs where int8 is
+    slower than fp32 (AVX2 without VNNI) ``precision="int8"`` may so return an fp32 predictor, never a lower
+    precision than asked. Naming a backend runs exactly that backend and precision. ``Predictor.backend`` /
+    ``.precision`` say what was chosen, ``.timings_ms`` what was measured.
     ``val`` (labelled images, as ``mobilenets eval --data`` takes them) with ``precision="int8"``: the int8
     model keeps its most sensitive layers float until its top-1 on ``val`` is within ``max_drop`` points of
     fp32, or is refused (as ``export --int8 --max-drop --val``); ``Predictor.budget`` says what it kept.

@@ -125,23 +125,19 @@ def carried_onnx(model: torch.nn.Module, x: torch.Tensor) -> bytes:
     return data
 
 
-def _export_carried(model: torch.nn.Module, path: Path, size: int, recalibrating: bool) -> dict[str, Any]:
-    """:func:`export_int8` without calibration images: the quantization the model carries (:func:`carried_onnx`)."""
-    plan = getattr(model, "tflite_quantization", None)
-    if plan is None:
-        raise ExportError("int8 needs calibration images (--calib DIR, calib=): only a model imported from a "
-                          "quantized TFLite file carries its own quantization.")  # fmt: skip
-    if recalibrating:
-        raise ExportError("--qat, --val and --weight-bits recalibrate: give --calib DIR as well (without it "
-                          f"the file keeps {plan.source}'s own quantization).")  # fmt: skip
+def _export_carried(model: torch.nn.Module, path: Path, size: int, calib: Any) -> dict[str, Any]:
+    """:func:`export_int8` of a model that carries its quantization (:func:`carried_onnx`); ``calib`` unused."""
     model = model.eval()
+    plan = model.tflite_quantization
     cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
     meta = model_metadata(model) | {"pretrained_cfg": cfg, "int8": plan.summary()}
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     data = add_metadata(carried_onnx(model, x), meta)
     atomic_write_bytes(path, data)
-    return {"path": str(path), "format": "onnx-int8", "img_size": size, "quantization": meta["int8"]["quantization"],
-            "bytes": len(data)}  # fmt: skip
+    report = {"path": str(path), "format": "onnx-int8", "img_size": size, "quantization": meta["int8"]["quantization"]}
+    if calib is not None:
+        report["calibration"] = "not used: the TFLite file's own quantization was kept (--recalibrate to calibrate)"
+    return report | {"bytes": len(data)}
 
 
 def export_int8(
@@ -156,10 +152,11 @@ def export_int8(
     bits: int | str = "auto",
     val: str | os.PathLike | None = None,
     max_drop: float = 0.5,
+    recalibrate: bool = False,
 ) -> dict[str, Any]:
-    """Export ``model`` to an int8 QDQ ONNX file at ``path`` calibrated on ``calib``; without ``calib``, a
-    model imported from a quantized TFLite file keeps that file's quantization (:func:`carried_onnx`).
-    With ``qat`` (training
+    """Export ``model`` to an int8 QDQ ONNX file at ``path`` calibrated on ``calib``. A model imported from
+    a quantized TFLite file keeps that file's quantization instead (:func:`carried_onnx`), unless
+    ``recalibrate`` or one of ``qat``, ``val``, ``bits`` asks for a calibration. With ``qat`` (training
     data, as ``mobilenets train --data`` takes) after quantization-aware fine-tuning on it. ``bits``: weight
     bits, 7 or 8 (default: what this CPU runs exactly; see :func:`weight_bits`). With ``val`` (labelled
     images, as ``mobilenets eval --data`` takes), the most sensitive layers stay float until top-1 on them
@@ -170,8 +167,13 @@ def export_int8(
         raise ExportError(f"Validation folder {val} does not exist; give labelled images as eval --data takes.")
     model = exportable(model, "onnx", int8=True)
     path, size = check_exportable(model, path, img_size, "onnx")
+    calibrating = recalibrate or bool(qat) or val is not None or bits != "auto"
+    if hasattr(model, "tflite_quantization") and not calibrating:
+        return _export_carried(model, path, size, calib)
     if calib is None:
-        return _export_carried(model, path, size, bool(qat) or val is not None or bits != "auto")
+        raise ExportError("int8 needs calibration images (--calib DIR, calib=): only a model imported from a "
+                          "quantized TFLite file carries its own quantization, and --recalibrate, --qat, --val "
+                          "and --weight-bits calibrate.")  # fmt: skip
     bits = weight_bits(bits)
     cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
     batch = calibration_batch(calib, cfg, calib_size)
