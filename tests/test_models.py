@@ -21,6 +21,9 @@ def test_list_models():
         "mobilenet_v4_conv_small",
         "mobilenet_v4_hybrid_large",
         "mobilenet_v4_hybrid_medium",
+        "mobilenet_v5_300m",
+        "mobilenet_v5_300m_enc",
+        "mobilenet_v5_base",
     ]
 
 
@@ -35,6 +38,12 @@ def test_make_divisible_matches_tf_slim(value, expected):
 @pytest.mark.parametrize("name", mobilenets.list_models())
 @pytest.mark.parametrize("size", [96, 161])
 def test_any_resolution_and_in_chans(name, size):
+    if name.endswith("_enc"):  # an encoder: its tokens, 16 x 16 at any input size; no classes to give it
+        with pytest.raises(ValueError, match="is an encoder"):
+            create_model(name, num_classes=7)
+        model = create_model(name, in_chans=1, width_mult=0.5).eval()
+        assert model(torch.randn(2, 1, size, size)).shape == (2, 2048, 16, 16)
+        return
     model = create_model(name, num_classes=7, in_chans=1, width_mult=0.5).eval()
     assert model(torch.randn(2, 1, size, size)).shape == (2, 7)
 

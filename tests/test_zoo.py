@@ -25,7 +25,8 @@ def rows():
 
 def test_every_published_row_is_reproduced(rows):
     """To one unit of the printed figure's last digit; rows with a stated gap (MobileNetV4's M and L
-    models, whose paper figures sit ~5% below the authors' reference spec) within 9%."""
+    models, whose paper figures sit ~5% below the authors' reference spec) within 9%. MobileNetV5 has no
+    paper: timm's parameter counts, our multiply-adds at 256 and 768 px."""
     assert len(rows) == len(PUBLISHED) >= 50
 
     def off(ours: float, published: float, gap: str | None, unit: float | None = None) -> bool:
@@ -34,8 +35,11 @@ def test_every_published_row_is_reproduced(rows):
     bad = [
         (r.config, r.source, r.macs_m, r.our_macs_m, r.params_m, r.our_params_m)
         for r in rows
-        if off(r.our_macs_m, r.macs_m, r.gap, r.macs_unit_m) or off(r.our_params_m, r.params_m, r.gap)
+        if (r.macs_m is not None and off(r.our_macs_m, r.macs_m, r.gap, r.macs_unit_m))
+        or off(r.our_params_m, r.params_m, r.gap)
     ]
+    v5 = {(r.model, r.resolution): r.our_macs_m for r in rows if r.model.startswith("mobilenet_v5")}
+    assert len(v5) == 6 and v5["mobilenet_v5_300m_enc", 768] > 9 * v5["mobilenet_v5_300m_enc", 256]  # no top-1
     assert not bad
     gaps = [r for r in rows if r.gap]
     assert [r.model for r in gaps] == ["mobilenet_v4_conv_medium", "mobilenet_v4_conv_large",

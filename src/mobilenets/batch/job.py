@@ -15,7 +15,6 @@ killed job, started again with the same command, goes on where the complete part
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 from dataclasses import replace
@@ -31,6 +30,7 @@ from mobilenets.batch.sources import list_sources
 from mobilenets.runtime.classifier import load_classifier
 from mobilenets.util.errors import DataError, RuntimeUnavailable
 from mobilenets.util.extras import needs
+from mobilenets.util.net import answers
 
 ENGINES = ("local", "ray")
 
@@ -64,10 +64,8 @@ def _check_reachable(address: str | None) -> None:
     host, _, port = (address or "").removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         return
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError:
-        raise RuntimeUnavailable(_no_cluster(address)) from None
+    if not answers(host, int(port)):
+        raise RuntimeUnavailable(_no_cluster(address))
 
 
 def _no_cluster(address: str | None) -> str:

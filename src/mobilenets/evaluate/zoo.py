@@ -27,6 +27,8 @@ import io
 import json
 from dataclasses import asdict, dataclass
 
+import torch
+
 from mobilenets.models.profile import profile
 from mobilenets.models.registry import build_model
 from mobilenets.models.tasks import build_task_model, task_of
@@ -42,6 +44,8 @@ SLIM_V2 = "TF-slim mobilenet/README.md (V2 checkpoints)"
 SLIM_V3 = "TF-slim mobilenet/README.md (V3 checkpoints)"
 V4_PAPER = "MobileNetV4 paper (Qin et al. 2024), Table 5"
 V4_GAP = "paper ~5% below its authors' reference spec (which we and timm follow)"
+V5_TIMM = "timm mobilenetv5.py (Gemma 3n's encoder; no paper, no top-1)"
+_V5_PARAMS = {"mobilenet_v5_300m_enc": 294.126912, "mobilenet_v5_300m": 296.175912, "mobilenet_v5_base": 82.647976}
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,8 @@ class Published:
     model: str
     width_mult: float
     resolution: int
-    top1: float
-    macs_m: float
+    top1: float | None  # None: no published accuracy (MobileNetV5)
+    macs_m: float | None  # None: no published count
     params_m: float
     source: str
     minimalistic: bool = False
@@ -117,6 +121,11 @@ PUBLISHED: tuple[Published, ...] = (
     Published("mobilenet_v4_conv_large", 1.0, 384, 82.9, 5900, 31, V4_PAPER, gap=V4_GAP),
     Published("mobilenet_v4_hybrid_medium", 1.0, 256, 80.7, 1200, 10.5, V4_PAPER, gap=V4_GAP),
     Published("mobilenet_v4_hybrid_large", 1.0, 384, 83.4, 7200, 35.9, V4_PAPER, gap=V4_GAP),
+    *[
+        Published(name, 1.0, size, None, None, params, V5_TIMM)
+        for name, params in _V5_PARAMS.items()
+        for size in (256, 768)
+    ],
 )
 
 
@@ -185,8 +194,8 @@ class ZooRow:
     model: str
     width_mult: float
     resolution: int
-    top1: float
-    macs_m: float
+    top1: float | None
+    macs_m: float | None
     our_macs_m: float
     params_m: float
     our_params_m: float
@@ -197,7 +206,7 @@ class ZooRow:
 
 def zoo_rows() -> list[ZooRow]:
     """Count every published configuration with our models (same convention as its source); counted
-    once per process (about 4 s here)."""
+    once per process, on models built on the meta device (shapes only: under a second here)."""
     return list(_counted_rows())
 
 
@@ -208,7 +217,8 @@ def _counted_rows() -> tuple[ZooRow, ...]:
         key = (pub.model, pub.width_mult, pub.minimalistic)
         if key not in cache:
             kwargs = {"minimalistic": True} if pub.minimalistic else {}
-            cache[key] = build_model(pub.model, width_mult=pub.width_mult, **kwargs).eval()
+            with torch.device("meta"):
+                cache[key] = build_model(pub.model, width_mult=pub.width_mult, **kwargs).eval()
         prof = profile(cache[key], pub.resolution)
         params = prof.params if pub.params_with_bn else prof.params_no_bn
         rows.append(
@@ -275,8 +285,9 @@ def render(rows: list[ZooRow] | list[TaskZooRow] | list[WeightsRow], fmt: str = 
                  str(r.params_m), f"{r.our_params_m:.6f}", r.source] for r in rows]  # fmt: skip
     else:
         header = ["config", "top-1", "MAdds (M) published", "ours", "params (M) published", "ours", "source"]
-        body = [[r.config, f"{r.top1:.1f}", f"{r.macs_m:g}", f"{r.our_macs_m:.1f}", f"{r.params_m:g}",
-                 f"{r.our_params_m:.2f}", r.source + (" *" if r.gap else "")] for r in rows]  # fmt: skip
+        body = [[r.config, "-" if r.top1 is None else f"{r.top1:.1f}", "-" if r.macs_m is None else f"{r.macs_m:g}",
+                 f"{r.our_macs_m:.1f}", f"{r.params_m:g}", f"{r.our_params_m:.2f}", r.source + (" *" if r.gap else "")]
+                for r in rows]  # fmt: skip
     footer = [f"* {note}" for note in sorted({getattr(r, "gap", None) for r in rows} - {None})]
     if fmt == "markdown":
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -295,6 +306,7 @@ def plot(rows: list[ZooRow], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
+    rows = [r for r in rows if r.top1 is not None]
     for family in sorted({r.config.split(" ")[0] for r in rows}):
         pts = sorted((r.our_macs_m, r.top1) for r in rows if r.config.split(" ")[0] == family)
         ax.plot(*zip(*pts), "o", label=family, alpha=0.8)

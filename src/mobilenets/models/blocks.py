@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from mobilenets.models.layers import ConvNormAct, LayerScale, SqueezeExcite, conv2d
+from mobilenets.models.layers import ConvNormAct, LayerScale, SqueezeExcite, conv2d, make_divisible, make_norm
 
 _EXPLICIT_ATTENTION = ContextVar("explicit_attention", default=False)
 
@@ -180,10 +180,11 @@ class FusedInvertedBottleneck(Residual):
 
 
 class MobileMQA(Residual):
-    """Mobile multi-query attention (MobileNetV4's hybrids): BN of the input, ``heads`` query heads
-    sharing one key and one value head, keys and values optionally downsampled by a stride-``kv_stride``
-    3x3 depthwise conv + BN each, output projection, layer scale, residual. 1x1 convolutions without
-    bias; scaled dot-product attention with scale ``key_dim ** -0.5``."""
+    """Mobile multi-query attention (MobileNetV4's hybrids, MobileNetV5): a norm of the input (BN; RMS
+    norm in V5), ``heads`` query heads sharing one key and one value head, keys and values optionally
+    downsampled by a stride-``kv_stride`` 3x3 depthwise conv + norm each, output projection, layer
+    scale, residual. 1x1 convolutions without bias; scaled dot-product attention with scale
+    ``key_dim ** -0.5``."""
 
     def __init__(
         self,
@@ -194,14 +195,15 @@ class MobileMQA(Residual):
         kv_stride: int = 1,
         dilation: int = 1,
         layer_scale: float | None = None,
+        norm: str = "batch",
         bn_eps: float = 1e-5,
         bn_momentum: float = 0.1,
         padding: str = "symmetric",
     ) -> None:
         super().__init__()
         self.heads, self.key_dim = heads, key_dim
-        norm = dict(bn_eps=bn_eps, bn_momentum=bn_momentum, padding=padding)
-        self.norm = nn.BatchNorm2d(channels, eps=bn_eps, momentum=bn_momentum)
+        self.norm = make_norm(channels, norm, bn_eps, bn_momentum)
+        norm = dict(norm=norm, bn_eps=bn_eps, bn_momentum=bn_momentum, padding=padding)
         self.query = conv2d(channels, heads * key_dim, 1)
 
         def down() -> nn.Module:
@@ -232,3 +234,41 @@ class MobileMQA(Residual):
             o = F.scaled_dot_product_attention(q, k, v)
         o = o.transpose(1, 2).reshape(b, h, w, self.heads * self.key_dim).permute(0, 3, 1, 2)
         return self.residual(self.layer_scale(self.output(o)), x)
+
+
+class FusionAdapter(nn.Module):
+    """MobileNetV5's multi-scale fusion adapter: the given feature maps (the stride-16 and stride-32 stage
+    ends) resized to the largest (nearest neighbour) and concatenated on channels, a UIB FFN block (1x1
+    expansion x2 with activation, linear 1x1 projection to ``out_ch``, no residual), average-pooled to
+    ``size`` x ``size`` (bilinear resize when the map is not a multiple of it), then a norm: the image
+    as ``size ** 2`` tokens of ``out_ch`` channels."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        size: int,
+        *,
+        act: str,
+        norm: str = "batch",
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+        padding: str = "symmetric",
+    ) -> None:
+        super().__init__()
+        self.size = size
+        options = dict(norm=norm, bn_eps=bn_eps, bn_momentum=bn_momentum, padding=padding)
+        self.ffn = UniversalInvertedBottleneck(in_ch, make_divisible(in_ch * 2), out_ch, kernel=0, act=act, **options)
+        self.ffn.use_residual = False
+        self.norm = make_norm(out_ch, norm, bn_eps, bn_momentum)
+
+    def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        h, w = maps[0].shape[-2:]
+        x = torch.cat([m if m.shape[-2:] == (h, w) else F.interpolate(m, size=(h, w), mode="nearest") for m in maps], 1)
+        x = self.ffn(x)
+        if (h, w) != (self.size, self.size):
+            if h % self.size or w % self.size:
+                x = F.interpolate(x, size=(self.size, self.size), mode="bilinear")
+            else:
+                x = F.avg_pool2d(x, (h // self.size, w // self.size))
+        return self.norm(x)

@@ -16,6 +16,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu6": lambda: nn.ReLU6(inplace=True),
     "hswish": lambda: nn.Hardswish(inplace=True),
     "gelu": nn.GELU,  # exact (erf) form, as timm's MobileNetV4-Hybrid-L
+    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),  # MobileNetV5
 }
 
 
@@ -87,8 +88,30 @@ def conv2d(
     return nn.Conv2d(in_ch, out_ch, kernel, stride, (kernel - 1) // 2 * dilation, dilation, groups, bias)
 
 
+class RMSNorm2d(nn.Module):
+    """RMS normalization over the channels of each pixel, with a learned per-channel scale and no shift
+    (MobileNetV5's norm: ``x / sqrt(mean_c(x^2) + eps) * weight``)."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + self.eps)
+        return x * self.weight.view(1, -1, 1, 1)
+
+
+def make_norm(channels: int, norm: str = "batch", bn_eps: float = 1e-5, bn_momentum: float = 0.1) -> nn.Module:
+    """Batch norm (V1-V4) or :class:`RMSNorm2d` (V5) over ``channels``."""
+    if norm == "rms":
+        return RMSNorm2d(channels)
+    return nn.BatchNorm2d(channels, eps=bn_eps, momentum=bn_momentum)
+
+
 class ConvNormAct(nn.Sequential):
-    """Convolution, batch norm and an optional activation: the unit every MobileNet is made of."""
+    """Convolution, a norm (batch norm; RMS norm for V5) and an optional activation: the unit every
+    MobileNet is made of."""
 
     def __init__(
         self,
@@ -100,13 +123,15 @@ class ConvNormAct(nn.Sequential):
         dilation: int = 1,
         groups: int = 1,
         act: str | None = "relu",
+        bias: bool = False,
+        norm: str = "batch",
         bn_eps: float = 1e-5,
         bn_momentum: float = 0.1,
         padding: str = "symmetric",
     ) -> None:
         super().__init__(
-            conv2d(in_ch, out_ch, kernel, stride, dilation, groups, padding=padding),
-            nn.BatchNorm2d(out_ch, eps=bn_eps, momentum=bn_momentum),
+            conv2d(in_ch, out_ch, kernel, stride, dilation, groups, bias=bias, padding=padding),
+            make_norm(out_ch, norm, bn_eps, bn_momentum),
             make_activation(act),
         )
 

@@ -31,8 +31,8 @@ def conv(k: int, out: int, s: int = 1) -> V4Row:
     return V4Row("conv", 0, k, 0, out, s)
 
 
-def fused_ib(k: int, e: float, out: int, s: int) -> V4Row:
-    return V4Row("fused", 0, k, e, out, s)
+def fused_ib(k: int, e: float, out: int, s: int = 1, n: int = 1) -> V4Row:
+    return V4Row("fused", 0, k, e, out, s, n)
 
 
 def uib(start_k: int, k: int, e: float, out: int, s: int = 1, n: int = 1) -> V4Row:
@@ -90,18 +90,12 @@ V4_HYBRID_LARGE = (
 )  # fmt: skip
 
 
-def resolve_v4(
-    stages: tuple[tuple[V4Row, ...], ...],
-    stem: int,
-    act: str = "relu",
-    layer_scale: float | None = None,
-    width_mult: float = 1.0,
-) -> NetSpec:
-    """V4's rule (timm): every width ``make_divisible(c * alpha)``, expanded width
-    ``make_divisible(ratio * input width)``, stem fixed below alpha 1, head 1280 never scaled. Layer
-    scale (hybrids) on UIB and attention blocks only; the stride-32 stage ends in a 1x1 conv to 960."""
-    stem_ch = stem if width_mult < 1 else make_divisible(stem * width_mult)
-    blocks, in_ch = [], stem_ch
+def resolve_rows(
+    stages: tuple[tuple[V4Row, ...], ...], in_ch: int, act: str, layer_scale: float | None, width_mult: float
+) -> list[LayerSpec]:
+    """The blocks of V4's (and V5's) tables: every width ``make_divisible(c * alpha)``, expanded width
+    ``make_divisible(ratio * input width)``; layer scale on UIB and attention blocks only."""
+    blocks = []
     for stage, rows in enumerate(stages):
         for row in rows:
             out = make_divisible(row.out * width_mult)
@@ -113,6 +107,21 @@ def resolve_v4(
                                         start_kernel=row.start_k, heads=row.heads, key_dim=row.dim,
                                         kv_stride=row.kv_stride, layer_scale=scale))  # fmt: skip
                 in_ch = out
+    return blocks
+
+
+def resolve_v4(
+    stages: tuple[tuple[V4Row, ...], ...],
+    stem: int,
+    act: str = "relu",
+    layer_scale: float | None = None,
+    width_mult: float = 1.0,
+) -> NetSpec:
+    """V4's rule (timm): the widths of :func:`resolve_rows`, stem fixed below alpha 1, head 1280 never
+    scaled. Layer scale (hybrids); the stride-32 stage ends in a 1x1 conv to 960."""
+    stem_ch = stem if width_mult < 1 else make_divisible(stem * width_mult)
+    blocks = resolve_rows(stages, stem_ch, act, layer_scale, width_mult)
+    in_ch = blocks[-1].out_ch
     blocks.append(LayerSpec("conv", in_ch, make_divisible(V4_HEAD_CONV * width_mult), 1, 1, act, stage=len(stages)))
     return NetSpec(LayerSpec("conv", 0, stem_ch, 3, 2, act), tuple(blocks), head_hidden=V4_HEAD, head_act=act,
                    head_norm=True)  # fmt: skip

@@ -13,6 +13,7 @@ from torch import nn
 from mobilenets.models.blocks import (
     DepthwiseSeparable,
     FusedInvertedBottleneck,
+    FusionAdapter,
     InvertedResidual,
     MobileMQA,
     Residual,
@@ -37,7 +38,8 @@ class FeatureInfo(list):
 
 # Each block kind of the specs and the module that builds it from (spec, dilation, norm options).
 BLOCKS: dict[str, Callable[[LayerSpec, int, dict[str, Any]], nn.Module]] = {
-    "conv": lambda s, d, norm: ConvNormAct(s.in_ch, s.out_ch, s.kernel, s.stride, dilation=d, act=s.act, **norm),
+    "conv": lambda s, d, norm: ConvNormAct(s.in_ch, s.out_ch, s.kernel, s.stride, dilation=d, act=s.act,
+                                           bias=s.bias, **norm),
     "dws": lambda s, d, norm: DepthwiseSeparable(s.in_ch, s.out_ch, kernel=s.kernel, stride=s.stride, dilation=d,
                                                  act=s.act, **norm),
     "ir": lambda s, d, norm: InvertedResidual(s.in_ch, s.mid_ch, s.out_ch, kernel=s.kernel, stride=s.stride,
@@ -88,7 +90,7 @@ def _feature_info(spec: NetSpec, reductions: list[int], nominal: list[int]) -> F
 
 
 class MobileNet(nn.Module):
-    """A MobileNet (V1, V2, V3 or V4) from its spec.
+    """A MobileNet (V1 to V5) from its spec.
 
     ``forward_features`` returns the last feature map (before pooling); ``features_only=True`` makes
     ``forward`` return the maps at the ends of the stride-2, 4, 8, 16 and 32 stages instead (those
@@ -96,6 +98,8 @@ class MobileNet(nn.Module):
     blocks after a removed stride (timm's rule), or from the block that lost it on (``dilate_first``,
     torchvision's ``dilated=True``).
     ``drop_path_rate``: stochastic depth of the residual blocks, rising linearly to it with depth.
+    With a fusion adapter (V5) ``forward_features`` returns the adapter's map, and an ``encoder`` spec's
+    ``forward`` returns that map too.
     """
 
     def __init__(
@@ -121,7 +125,7 @@ class MobileNet(nn.Module):
         if padding not in ("symmetric", "same"):
             raise ModelError(f"padding must be 'symmetric' or 'same', got {padding!r}.")
         self.spec = spec
-        norm = dict(bn_eps=bn_eps, bn_momentum=bn_momentum, padding=padding)
+        norm = dict(norm=spec.norm, bn_eps=bn_eps, bn_momentum=bn_momentum, padding=padding)
         self.stem = _build_block(spec.stem, 1, norm)
         blocks, reductions, nominal = _build_body(spec, norm, output_stride, dilate_first)
         self.blocks = nn.Sequential(*blocks)
@@ -137,18 +141,24 @@ class MobileNet(nn.Module):
         if features_only:
             self.feature_info = FeatureInfo(self.feature_info[i] for i in self.out_indices)
             return
-        self._build_head(spec, dict(bn_eps=bn_eps, bn_momentum=bn_momentum), dropout)
+        self._build_head(spec, norm, dropout)
         self.classifier: nn.Module = nn.Identity()
         self.reset_classifier(num_classes)
         self._init_weights()
 
     def _build_head(self, spec: NetSpec, norm: dict[str, Any], dropout: float) -> None:
-        """The layers after the last block: the 1x1 head conv (V1-V3), then pooling and the pre-logits
-        layer (V3: linear with bias; V4: a 1x1 conv with BN on the pooled map)."""
+        """The layers after the last block: the 1x1 head conv (V1-V3) or V5's fusion adapter of the last
+        two stages, then pooling and the pre-logits layer (V3: linear with bias; V4: a 1x1 conv with BN
+        on the pooled map)."""
+        norm = {k: v for k, v in norm.items() if k != "padding"}
         width = spec.blocks[-1].out_ch if spec.blocks else spec.stem.out_ch
         self.head_conv = ConvNormAct(width, spec.head_conv, 1, act=spec.head_act, **norm) if spec.head_conv \
             else nn.Identity()  # fmt: skip
-        self.num_features = spec.head_conv or width
+        self.num_features = spec.adapter or spec.head_conv or width
+        self.fused_maps = tuple(f["index"] for f in self.feature_info[-2:]) if spec.adapter else ()
+        if spec.adapter:
+            fused_ch = sum(f["num_chs"] for f in self.feature_info[-2:])
+            self.adapter = FusionAdapter(fused_ch, spec.adapter, spec.adapter_size, act=spec.head_act, **norm)
         if spec.head_norm:
             self.pre_logits = nn.Sequential(ConvNormAct(self.num_features, spec.head_hidden, 1, act=spec.head_act,
                                                         **norm))  # fmt: skip
@@ -192,6 +202,8 @@ class MobileNet(nn.Module):
         return self.classifier
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.features_only and self.fused_maps:
+            return self.adapter(self._maps(x, self.fused_maps))
         x = self.blocks(self.stem(x))
         return x if self.features_only else self.head_conv(x)
 
@@ -204,7 +216,10 @@ class MobileNet(nn.Module):
 
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The feature maps named by ``feature_info`` (``out_indices`` when ``features_only``)."""
-        wanted = {f["index"] for f in self.feature_info}
+        return self._maps(x, {f["index"] for f in self.feature_info})
+
+    def _maps(self, x: torch.Tensor, wanted: set[int] | tuple[int, ...]) -> list[torch.Tensor]:
+        """The outputs of the stem (0) and of the blocks (1...) numbered in ``wanted``, in order."""
         x = self.stem(x)
         out = [x] if 0 in wanted else []
         for i, block in enumerate(self.blocks, start=1):
@@ -216,4 +231,6 @@ class MobileNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if self.features_only:
             return self.forward_intermediates(x)
+        if self.spec.encoder:
+            return self.forward_features(x)
         return self.forward_head(self.forward_features(x))

@@ -35,7 +35,7 @@ def count_macs(model: nn.Module, input_size: int = 224, in_chans: int = 3) -> in
     Detection models: the backbone, extra layers and prediction layers (not resizing or NMS)."""
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, in_chans, input_size, input_size)
+    x = torch.zeros(1, in_chans, input_size, input_size, device=next(model.parameters()).device)  # meta: shapes only
     try:
         with torch.no_grad(), explicit_attention(), FlopCounterMode(display=False) as counter:
             if getattr(model, "task", None) == "detection":  # the network, without resizing and NMS

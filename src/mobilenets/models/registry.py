@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from mobilenets.models import mobilenet_v1, mobilenet_v2, mobilenet_v3, mobilenet_v4
+from mobilenets.models import mobilenet_v1, mobilenet_v2, mobilenet_v3, mobilenet_v4, mobilenet_v5
 from mobilenets.models.model import MobileNet
 from mobilenets.models.spec import NetSpec, for_small_input, with_in_chans
 from mobilenets.util.errors import ModelError
@@ -17,16 +17,17 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def default_cfg(input_size: int = 224, crop_pct: float = 0.875, interpolation: str = "bilinear") -> dict[str, Any]:
-    """Preprocessing for a model without Google's weights: ImageNet evaluation (torchvision's for V1-V3,
-    timm's for V4)."""
-    return dict(
-        input_size=(3, input_size, input_size),
-        crop_pct=crop_pct,
-        interpolation=interpolation,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-    )
+def default_cfg(
+    input_size: int = 224,
+    crop_pct: float = 0.875,
+    interpolation: str = "bilinear",
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> dict[str, Any]:
+    """Preprocessing for a model without Google's TFLite weights: ImageNet evaluation (torchvision's for
+    V1-V3, timm's for V4 and V5)."""
+    return dict(input_size=(3, input_size, input_size), crop_pct=crop_pct, interpolation=interpolation, mean=mean,
+                std=std)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class ModelEntry:
     dropout: float
     options: tuple[str, ...] = field(default=())
     cfg: dict[str, Any] = field(default_factory=default_cfg)
+    num_classes: int = 1000
+    padding: str = "symmetric"
 
 
 _V3_OPTIONS = ("minimalistic", "reduced_tail")
@@ -72,6 +75,17 @@ MODELS |= {
     )
     for name, (table, stem, act, scale, dropout, eval_size) in _V4.items()
 }
+# MobileNetV5 (timm's definitions): Gemma 3n's encoder takes [0, 1] pixels at 768 px with TF "SAME"
+# padding and returns the adapter's tokens; the classifier variants pool them (no dropout, as timm).
+_GEMMA_CFG = default_cfg(768, 1.0, "bicubic", (0.0,) * 3, (1.0,) * 3)
+MODELS |= {
+    "mobilenet_v5_300m_enc": ModelEntry(partial(mobilenet_v5.resolve_v5, mobilenet_v5.V5_300M, True), 1e-5, 0.0,
+                                        cfg=_GEMMA_CFG, num_classes=0, padding="same"),
+    "mobilenet_v5_300m": ModelEntry(partial(mobilenet_v5.resolve_v5, mobilenet_v5.V5_300M), 1e-5, 0.0,
+                                    cfg=_GEMMA_CFG),
+    "mobilenet_v5_base": ModelEntry(partial(mobilenet_v5.resolve_v5, mobilenet_v5.V5_BASE), 1e-5, 0.0,
+                                    cfg=default_cfg(256, 1.0, "bicubic", (0.5,) * 3, (0.5,) * 3)),
+}  # fmt: skip
 COMMON_OPTIONS = (
     "num_classes",
     "width_mult",
@@ -123,18 +137,21 @@ def build_model(name: str, **kwargs: Any) -> MobileNet:
             raise ModelError("dilated=True means output_stride=16; pass one or the other.")
         output_stride = 16
     spec = with_in_chans(entry.resolve(width_mult=float(width_mult), **v3), in_chans)
+    if spec.encoder and kwargs.get("num_classes"):
+        raise ModelError(f"{name} is an encoder (it returns its tokens, no classes); for a classifier use "
+                         f"{name.removesuffix('_enc')}.")  # fmt: skip
     if kwargs.get("small_input"):
         spec = for_small_input(spec)
     model = MobileNet(
         spec,
-        num_classes=kwargs.get("num_classes", 1000),
+        num_classes=kwargs.get("num_classes", entry.num_classes),
         dropout=kwargs.get("dropout", entry.dropout),
         bn_eps=kwargs.get("bn_eps", entry.bn_eps),
         bn_momentum=kwargs.get("bn_momentum", 0.1),
         features_only=kwargs.get("features_only", False),
         out_indices=tuple(kwargs.get("out_indices", (0, 1, 2, 3, 4))),
         output_stride=output_stride,
-        padding=kwargs.get("padding", "symmetric"),
+        padding=kwargs.get("padding", entry.padding),
         drop_path_rate=kwargs.get("drop_path_rate", 0.0),
         dilate_first=bool(kwargs.get("dilated")),
     )

@@ -14,7 +14,8 @@ class LayerSpec:
     separable), ``ir`` (inverted residual), and MobileNetV4's ``uib`` (universal inverted bottleneck:
     ``start_kernel`` / ``kernel`` are its first / middle depthwise kernels, 0 for none), ``fused``
     (fused inverted bottleneck) and ``mqa`` (Mobile MQA: ``heads``, ``key_dim``, ``kv_stride``).
-    ``layer_scale``: the initial value of a residual branch's layer scale, or None."""
+    ``layer_scale``: the initial value of a residual branch's layer scale, or None. ``bias``: a plain
+    conv's bias (V5's stem)."""
 
     kind: str
     in_ch: int
@@ -30,13 +31,16 @@ class LayerSpec:
     key_dim: int = 0
     kv_stride: int = 1
     layer_scale: float | None = None
+    bias: bool = False
 
 
 @dataclass(frozen=True)
 class NetSpec:
     """A whole network: stem, blocks and head (``head_conv``: 1x1 conv-BN-act before pooling, V2;
     ``head_hidden``: 1x1 conv after pooling, with bias + act (V3) or, with ``head_norm``, without bias
-    and with BN + act (V4))."""
+    and with BN + act (V4)). ``norm``: ``batch`` or ``rms`` (V5). ``adapter``: V5's fusion adapter
+    of the last two stages to ``adapter`` channels at ``adapter_size`` x ``adapter_size``, the feature map
+    the head pools; ``encoder``: the model returns that map (Gemma 3n's vision tower)."""
 
     stem: LayerSpec
     blocks: tuple[LayerSpec, ...]
@@ -44,6 +48,10 @@ class NetSpec:
     head_hidden: int | None = None
     head_act: str = "relu6"
     head_norm: bool = False
+    norm: str = "batch"
+    adapter: int | None = None
+    adapter_size: int = 16
+    encoder: bool = False
 
 
 def stage_ids(outs: list[int]) -> list[int]:

@@ -65,7 +65,7 @@ class Weights:
     source: str  # "torchvision" | "timm" | "google"
     url: str
     license: str
-    classes: str  # "imagenet-1k" | "imagenet-1001" (TF: background first) | "coco-91" | "coco-voc-21"
+    classes: str  # "imagenet-1k" | "imagenet-1001" (TF: background first) | "coco-91" | "coco-voc-21" | "none"
     transforms: Transforms | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     metrics_source: str | None = None
@@ -73,6 +73,7 @@ class Weights:
     sha256: str | None = None
     file_name: str | None = None  # the cache file name; default: the URL's last part
     default_for: str | None = None  # the release `pretrained="torchvision"` / `"timm"` picks for the model
+    hf_repo: str | None = None  # kept in the Hugging Face hub's cache (its repo), not torch.hub's
 
     @property
     def name(self) -> str:
@@ -91,7 +92,13 @@ class Weights:
                        mean=t.mean, std=t.std)  # fmt: skip
         if self.classes in TASK_CLASSES:
             cfg["categories"] = task_classes(self.classes)
-        return {**cfg, "source": f"{self.source} {self.name}", "url": self.url, "weights": self.name}
+        return {
+            **cfg,
+            "source": f"{self.source} {self.name}",
+            "url": self.url,
+            "weights": self.name,
+            "license": self.license,
+        }
 
 
 def _tv(model: str, tag: str, file: str, resize: int, top1: float, top5: float, enum: str, **kw: Any) -> Weights:
@@ -104,6 +111,17 @@ def _timm(model: str, tag: str, timm_tag: str, width: float = 1.0, **kw: Any) ->
     url = f"https://huggingface.co/timm/{timm_tag}/resolve/main/model.safetensors"
     return Weights(model, tag, "timm", url, "Apache-2.0", "imagenet-1k", model_args=args,
                    file_name=f"{timm_tag}.safetensors", **kw)  # fmt: skip
+
+
+def _gemma(model: str) -> Weights:
+    """Gemma 3n's vision encoder, as timm publishes it: the encoder alone (no classifier), Gemma's licence
+    (the Gemma Terms of Use, ai.google.dev/gemma/terms),
+    TF "SAME" padding (what it was trained with; timm's classifier variant pads symmetrically, ours takes
+    the weights' padding)."""
+    repo = "timm/mobilenetv5_300m.gemma3n"
+    return Weights(model, "gemma3n", "timm", f"https://huggingface.co/{repo}/resolve/main/model.safetensors",
+                   "Gemma", "none", Transforms(768, 1.0, "bicubic", (0.0,) * 3, (1.0,) * 3), model_args={"padding": "same"},
+                   file_name="mobilenetv5_300m.gemma3n.safetensors", default_for="timm", hf_repo=repo)  # fmt: skip
 
 
 def _google(model: str, tag: str, url: str, width: float, top1: float, sha256: str, file_name: str) -> Weights:
@@ -151,6 +169,8 @@ CATALOG: tuple[Weights, ...] = (
           default_for="timm"),
     _timm("mobilenet_v4_hybrid_large", "ix_e600_r384_in1k", "mobilenetv4_hybrid_large.ix_e600_r384_in1k",
           default_for="timm"),
+    _gemma("mobilenet_v5_300m_enc"),
+    _gemma("mobilenet_v5_300m"),
     _google("mobilenet_v1", "w025_google_float_in1k",
             TFLITE_SUPPORT + "tensorflow_lite_support/cc/test/testdata/task/vision/mobilenet_v1_0.25_224_1_default_1.tflite",
             0.25, 49.8, "446ec673881cd46371a8726075b714194ada39d144762260cb76d15318597df7",

@@ -139,8 +139,16 @@ def _timm_block(b: LayerSpec, ours: str, theirs: str) -> Iterator[tuple[str, str
 
 
 def _timm_modules(spec: NetSpec) -> Iterator[tuple[str, str]]:
-    """(our module, timm module) pairs for timm's MobileNetV3 / EfficientNet (V1, V2) layout."""
-    yield from (("stem.0", "conv_stem"), ("stem.1", "bn1"))
+    """(our module, timm module) pairs for timm's MobileNetV3 / EfficientNet (V1, V2), V4 and V5 layouts."""
+    if spec.adapter:  # V5: a ConvNormAct stem, the fusion adapter ("msfa")
+        yield from (("stem.0", "conv_stem.conv"), ("stem.1", "conv_stem.bn"), ("adapter.norm", "msfa.norm"))
+        for mine, timm in (("expand", "pw_exp"), ("project", "pw_proj")):
+            yield from (
+                (f"adapter.ffn.{mine}.0", f"msfa.ffn.{timm}.conv"),
+                (f"adapter.ffn.{mine}.1", f"msfa.ffn.{timm}.bn"),
+            )
+    else:
+        yield from (("stem.0", "conv_stem"), ("stem.1", "bn1"))
     first = {}
     for i, b in enumerate(spec.blocks):
         first.setdefault(b.stage, i)

@@ -10,11 +10,13 @@ import os
 import pickle
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from mobilenets.util.errors import UnknownWeights, WeightsError
+from mobilenets.util.net import answers
 from mobilenets.weights.catalog import BY_NAME, Weights, release
 from mobilenets.weights.convert import convert_for
 
@@ -87,9 +89,39 @@ def detect_source(state_dict: dict[str, torch.Tensor]) -> str:
     )
 
 
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub's cache: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+
+
+def fetch_hf(repo: str, filename: str, url: str) -> Path:
+    """A file of a Hugging Face hub repo from the hub's cache (where ``huggingface_hub`` and timm keep it),
+    downloaded into it if missing."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cache = hf_cache_dir()
+    cached = try_to_load_from_cache(repo, filename, cache_dir=cache)
+    if isinstance(cached, str):
+        return Path(cached)
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    proxied = any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy"))
+    try:
+        if not (proxied or answers(host, 443)):  # huggingface_hub would retry for half a minute
+            raise ConnectionError(f"{host} does not answer")
+        return Path(hf_hub_download(repo, filename, cache_dir=cache))
+    except Exception as exc:  # noqa: BLE001 - any network failure gets the same advice
+        where = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / "REVISION" / filename
+        raise WeightsError(f"Could not download {url} ({type(exc).__name__}); offline, fetch it elsewhere and "
+                           f"put it at {where} (the Hugging Face hub cache's layout).") from None  # fmt: skip
+
+
 def fetch_weights(weights: Weights) -> Path:
-    """The cached file of a catalogue entry (downloaded into the torch.hub cache if missing), checked against
-    the entry's sha256 where the catalogue has one."""
+    """The cached file of a catalogue entry (downloaded into the torch.hub cache, or the Hugging Face hub's for
+    ``hf_repo`` entries, if missing), checked against the entry's sha256 where the catalogue has one."""
+    if weights.hf_repo:
+        return fetch_hf(weights.hf_repo, weights.url.rsplit("/", 1)[-1], weights.url)  # model.safetensors
     path = fetch(weights.url, weights.cache_name)
     if weights.sha256 and hashlib.sha256(path.read_bytes()).hexdigest() != weights.sha256:
         raise WeightsError(f"{path} is not the published {weights.name} file (its sha256 differs); "
@@ -129,11 +161,16 @@ def load_pretrained(model: nn.Module, pretrained: str | os.PathLike) -> nn.Modul
             raise WeightsError("Load .tflite files with mobilenets.load_tflite(path).")
     state_dict = read_state_dict(path)
     source = source or detect_source(state_dict)
+    fresh_head = getattr(model, "num_classes", 0) if weights is not None and weights.classes == "none" else 0
+    if fresh_head:
+        model.reset_classifier(0)  # an encoder's weights: the classifier starts fresh, for fine-tuning
     try:
         converted = convert_for(model, state_dict, source)
     except ValueError as exc:
         raise WeightsError(f"{path}: {exc}") from None
     model.load_state_dict(converted)
+    if fresh_head:
+        model.reset_classifier(fresh_head)
     cfg.setdefault("source", str(path))
     model.pretrained_cfg = cfg
     return model
