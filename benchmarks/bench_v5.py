@@ -40,7 +40,8 @@ def _export(fmt: str, size: int, out: Path) -> tuple[float, float, float, str]:
     done = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
-    status = "ok" if done.returncode == 0 else done.stderr.strip().splitlines()[-1][:120]
+    errors = [line for line in done.stderr.splitlines() if "error:" in line] or ["failed"]
+    status = "ok" if done.returncode == 0 else errors[-1].split("error:", 1)[-1].strip()[:120]
     size_gb = out.stat().st_size / 1e9 if out.is_file() else float("nan")
     return seconds, peak_kb / 2**20, size_gb, status
 

@@ -21,6 +21,7 @@ from PIL import Image
 
 from conftest import FP32_TOP1, random_net, shared_path
 from mobilenets.cli import main
+from mobilenets.util.errors import RuntimeUnavailable
 
 pq = pytest.importorskip("pyarrow.parquet")
 
@@ -91,6 +92,11 @@ def test_rows_equal_predict_and_bad_files_get_an_error(tmp_path, capsys):
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["images"], summary["written"], summary["errors"], summary["skipped"]) == (28, 28, 4, 0)
+    if not torch.cuda.is_available():  # a Ray actor given GPUs on a machine without: one sentence
+        from mobilenets.batch import BatchPredictor, JobOptions
+
+        with pytest.raises(RuntimeUnavailable, match="sees no CUDA GPU"):
+            BatchPredictor(JobOptions(weights=weights, device="cuda"), out)
     parts = sorted(out.glob("part-*.parquet"))
     assert len(parts) == 3 and not list(out.glob(".*"))
     meta = pq.read_schema(parts[0]).metadata
@@ -235,10 +241,11 @@ def _boxes_within(a: dict, b: dict, thresh: float = 0.3) -> bool:
 
 @pytest.mark.own_process
 @pytest.mark.slow
-def test_ray_cluster_rows_equal_this_machines(ray_head, tmp_path):
+def test_ray_cluster_rows_equal_this_machines(ray_head, tmp_path, capsys):
     """The 1300 ImageNet photos (Google's float V1 0.25 in ONNX Runtime; two Ray actors) and coco128's 128
     val photos (a detector, default score threshold; one actor) on a real Ray head: the same rows as the
-    one-machine job, image for image; the rows' top-1 against the labels is the model's measured one."""
+    one-machine job, image for image; the rows' top-1 against the labels is the model's measured one.
+    GPUs asked of a cluster without any are refused (Ray would wait for them for ever)."""
     weights = str(shared_path("weights", "mobilenet_v1_0.25_224_float.tflite"))
     data = shared_path("imagenet-val-1300")
     detector = _checkpoint(tmp_path / "ssd", "ssdlite_mobilenet_v3_small", size=160)
@@ -260,6 +267,11 @@ def test_ray_cluster_rows_equal_this_machines(ray_head, tmp_path):
     labels = dict(line.split(",") for line in (data / "labels.csv").read_text().splitlines()[1:])
     hits = [row["labels"][0] == int(labels[Path(p).name]) for p, row in _rows(tmp_path / "local0").items()]
     assert abs(np.mean(hits) - FP32_TOP1["mobilenet_v1_0.25_224_float"]) <= 2 / 1300
+    gpus = ["--engine", "ray", "--address", ray_head, "--num-gpus", "1"]
+    capsys.readouterr()
+    assert main(["predict", jobs[0][0], "--weights", weights, "--output", str(tmp_path / "gpu"), *gpus]) != 0
+    assert "the Ray cluster has 0 GPUs" in capsys.readouterr().err
+    assert not list((tmp_path / "gpu").glob("part-*"))
 
 
 def test_a_part_cut_short_is_never_a_result(tmp_path, monkeypatch):

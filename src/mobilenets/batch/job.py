@@ -75,7 +75,7 @@ def _no_cluster(address: str | None) -> str:
 
 
 def _run_ray(todo: list[str], options: JobOptions, out: Path, writer: PartWriter, batch_size: int,
-             workers: int, address: str | None) -> None:  # fmt: skip
+             workers: int, address: str | None, num_gpus: float) -> None:  # fmt: skip
     with needs("Prediction on a Ray cluster"):
         import ray
 
@@ -84,9 +84,13 @@ def _run_ray(todo: list[str], options: JobOptions, out: Path, writer: PartWriter
     except (ConnectionError, RuntimeError, ValueError):
         raise RuntimeUnavailable(_no_cluster(address)) from None
     try:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if num_gpus > gpus:  # Ray would wait for them for ever
+            raise RuntimeUnavailable(f"--num-gpus {num_gpus:g}: the Ray cluster has {gpus:g} GPUs; start its "
+                                     "workers with GPUs (ray start --num-gpus N) or leave out --num-gpus.")  # fmt: skip
         ds = ray.data.from_items([{"path": p} for p in todo])
         ds = ds.map_batches(BatchPredictor, fn_constructor_kwargs={"options": options, "output": str(out)},
-                            batch_size=batch_size, batch_format="numpy",
+                            batch_size=batch_size, batch_format="numpy", num_gpus=num_gpus or None,
                             compute=ray.data.ActorPoolStrategy(size=workers))  # fmt: skip
         for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             writer.add(table)
@@ -104,10 +108,12 @@ def predict_to_parquet(
     workers: int | None = None,
     batch_size: int = 32,
     rows_per_file: int = 10_000,
+    num_gpus: float = 0,
 ) -> dict[str, Any]:
     """Predict every image of ``source`` (:func:`.sources.list_sources`) into Parquet parts in the folder
     ``output`` (:mod:`.parts`), skipping images already there. ``workers``: image-reading processes
-    (local, default 2) or model actors (Ray, default 1). Returns a summary: images, skipped (already
+    (local, default 2) or model actors (Ray, default 1); ``num_gpus``: each Ray actor's GPUs (the options'
+    ``device`` then ``cuda``). Returns a summary: images, skipped (already
     done), written, errors (rows with an ``error``), seconds, images_per_s, backend, warnings."""
     if engine not in ENGINES:
         raise DataError(f"Unknown engine {engine!r}; use one of {', '.join(ENGINES)}.")
@@ -131,7 +137,7 @@ def predict_to_parquet(
     if engine == "local":
         _run_local(todo, bp, writer, batch_size, 2 if workers is None else workers)
     elif todo:
-        _run_ray(todo, options, out, writer, batch_size, workers or 1, address)
+        _run_ray(todo, options, out, writer, batch_size, workers or 1, address, num_gpus)
     writer.flush()
     seconds = time.perf_counter() - start
     return {"images": len(paths), "skipped": len(paths) - len(todo), "written": writer.written,

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from mobilenets.batch import columns
-from mobilenets.util.errors import BadImageError, DataError, PrecisionError
+from mobilenets.util.errors import BadImageError, DataError, PrecisionError, RuntimeUnavailable
 from mobilenets.util.extras import needs
 from mobilenets.util.memory import release_freed_memory
 
@@ -55,6 +55,7 @@ class JobOptions:
     score_thresh: float = 0.3
     embed: str | None = None  # "float16" or "float32": add the pooled features
     calib: tuple[str, ...] = ()  # int8: images to calibrate on
+    device: str = "cpu"  # "cuda": a PyTorch model on the actor's GPU (Ray with --num-gpus)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,20 @@ class _WithFeatures(nn.Module):
         return torch.cat([self.net.classifier(features), features], dim=1)
 
 
+def _on_gpu(net: nn.Module) -> Any:
+    """A PyTorch classifier on this process's GPU as a function of CPU batches (outputs back on the CPU)."""
+    if not torch.cuda.is_available():
+        raise RuntimeUnavailable("--num-gpus: this Ray actor sees no CUDA GPU (torch.cuda.is_available() is "
+                                 "False); give the cluster GPUs or leave out --num-gpus.")  # fmt: skip
+    net = net.eval().to("cuda")
+
+    @torch.inference_mode()
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return net(x.to("cuda", non_blocking=True)).float().cpu()
+
+    return run
+
+
 class BatchPredictor:
     """Loads the model of ``options`` once; called on ``{"path": [...]}`` (a Ray Data batch) it reads and
     predicts each image and returns the rows as a pyarrow Table. Segmentation masks go to
@@ -132,13 +147,18 @@ class BatchPredictor:
         opts, net = self.options, clf.model
         exported = net is None
         chosen = (opts.backend, opts.precision) != ("auto", "fp32")
-        if chosen and (exported or self.task != "classification" or opts.embed):
+        if chosen and (exported or self.task != "classification" or opts.embed or opts.device == "cuda"):
             raise PrecisionError(
-                "--backend and --precision choose how a PyTorch classifier runs without --embed; this model "
-                "runs as it is (an export in its own runtime, a detector or segmenter in PyTorch)."
+                "--backend and --precision choose how a PyTorch classifier runs on CPUs without --embed; this "
+                "model runs as it is (an export in its own runtime, a detector or segmenter in PyTorch, on GPUs "
+                "PyTorch fp32)."
             )
         if exported:
             return "file", "as exported", clf.run
+        if opts.device == "cuda":
+            if self.task != "classification":
+                raise PrecisionError("--num-gpus runs classifiers (and --embed); detectors and segmenters run on CPUs.")
+            return "cuda", "fp32", _on_gpu(_WithFeatures(net) if opts.embed else net)
         if opts.embed:
             if not hasattr(net, "forward_head"):
                 raise DataError("--embed needs a MobileNet of this package (its pooled features).")

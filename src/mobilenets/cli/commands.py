@@ -39,14 +39,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(args.output)
 
 
-def _classifier(args: argparse.Namespace):
+def _classifier(args: argparse.Namespace, need_classes: bool = True):
     from mobilenets.runtime.classifier import load_classifier
 
     if getattr(args, "pretrained", None) and not getattr(args, "model", None):
         raise UserError("--pretrained goes with --model NAME.")
-    clf = load_classifier(
-        args.weights, args.checkpoint, getattr(args, "model", None), getattr(args, "pretrained", None)
-    )
+    clf = load_classifier(args.weights, args.checkpoint, getattr(args, "model", None),
+                          getattr(args, "pretrained", None), need_classes)  # fmt: skip
     if clf.warning:
         warn(args.command, clf.warning)
     return clf
@@ -54,7 +53,7 @@ def _classifier(args: argparse.Namespace):
 
 # predict's options for a job into Parquet (--output), with their defaults
 JOB = {"engine": "local", "address": None, "workers": None, "batch_size": 32, "backend": "auto",
-       "precision": "fp32", "embed": None, "rows_per_file": 10_000}  # fmt: skip
+       "precision": "fp32", "embed": None, "rows_per_file": 10_000, "num_gpus": 0}  # fmt: skip
 
 
 def _predict_job(args: argparse.Namespace) -> None:
@@ -74,9 +73,11 @@ def _predict_job(args: argparse.Namespace) -> None:
         raise UserError("--workers: a Ray job needs at least 1 model actor.")
     if args.address and args.engine != "ray":
         raise UserError("--address goes with --engine ray.")
+    if args.num_gpus and args.engine != "ray":
+        raise UserError("--num-gpus goes with --engine ray (each model actor's GPUs).")
     chosen = ("weights", "checkpoint", "model", "pretrained", "backend", "precision", "top_k", "score_thresh", "embed")
-    options = JobOptions(**{k: getattr(args, k) for k in chosen})
-    job = {k: getattr(args, k) for k in ("engine", "address", "workers", "batch_size", "rows_per_file")}
+    options = JobOptions(**{k: getattr(args, k) for k in chosen}, device="cuda" if args.num_gpus else "cpu")
+    job = {k: getattr(args, k) for k in ("engine", "address", "workers", "batch_size", "rows_per_file", "num_gpus")}
     summary = predict_to_parquet(args.images[0], args.output, options, **job)
     for warning in summary.pop("warnings"):
         warn("predict", warning)
@@ -203,7 +204,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise UserError(f"{onnx_only[0]} goes with --int8 --format onnx.")
     if args.channels_last_input and args.format not in ("tflite", "pte", "coreml"):
         raise UserError("--channels-last-input is for the phone formats (tflite, pte, coreml).")
-    model = _classifier(args).model
+    model = _classifier(args, need_classes=False).model
     if model is None:
         raise UserError("--weights is already an export; export from a checkpoint, weights or --model.")
     model = exportable(model, args.format, args.int8)  # a segmentation model's logits; refusals in one sentence

@@ -91,6 +91,8 @@ def add_predict(p: argparse.ArgumentParser) -> None:
     job.add_argument("--engine", choices=["local", "ray"], default=JOB["engine"], help="this machine, or a Ray cluster")
     job.add_argument("--address", metavar="ADDR", help="Ray cluster: auto, host:port or ray://host:port")
     job.add_argument("--workers", type=integer(0), help="image-reading processes (local, 2) or model actors (ray, 1)")
+    job.add_argument("--num-gpus", type=number(0, 64), default=JOB["num_gpus"], metavar="G",
+                     help="ray: GPUs per model actor (PyTorch on CUDA; 0.5 shares a GPU by two)")  # fmt: skip
     job.add_argument("--batch-size", type=integer(1), default=JOB["batch_size"])
     job.add_argument("--backend", choices=["auto", *BACKENDS], default=JOB["backend"],
                      help="how a PyTorch classifier runs (auto: the fastest here)")  # fmt: skip

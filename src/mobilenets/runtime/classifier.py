@@ -152,9 +152,19 @@ def load_classifier(
     checkpoint: str | None = None,
     model: str | None = None,
     pretrained: str | None = None,
+    need_classes: bool = True,
 ) -> Classifier:
     """The model a command names with ``--weights FILE``, ``--checkpoint DIR`` or ``--model NAME
-    [--pretrained SRC]`` (exactly one of the three)."""
+    [--pretrained SRC]`` (exactly one of the three). ``need_classes``: refuse a model without classes (an
+    encoder such as ``mobilenet_v5_300m_enc``), which predicting and evaluating need and exporting does not."""
+    clf = _load(weights, checkpoint, model, pretrained)
+    if need_classes and clf.model is not None and getattr(clf.model, "num_classes", None) == 0:
+        raise WeightsError(f"{clf.description} has no classes (an encoder, or num_classes=0): predict and eval "
+                           "need a classifier (for MobileNetV5, mobilenet_v5_300m).")  # fmt: skip
+    return clf
+
+
+def _load(weights: str | None, checkpoint: str | None, model: str | None, pretrained: str | None) -> Classifier:
     given = [x for x in (weights, checkpoint, model) if x]
     if len(given) != 1:
         raise WeightsError("Name the model once: --weights FILE, --checkpoint DIR or --model NAME.")
