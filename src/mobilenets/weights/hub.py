@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -97,24 +98,32 @@ def hf_cache_dir() -> Path:
 
 
 def fetch_hf(repo: str, filename: str, url: str) -> Path:
-    """A file of a Hugging Face hub repo from the hub's cache (where ``huggingface_hub`` and timm keep it),
-    downloaded into it if missing."""
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-
-    cache = hf_cache_dir()
-    cached = try_to_load_from_cache(repo, filename, cache_dir=cache)
-    if isinstance(cached, str):
-        return Path(cached)
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    """A file of a Hugging Face hub repo, in that hub's cache layout (``models--ORG--NAME/refs/main`` names
+    the snapshot holding it), where ``huggingface_hub`` and timm find it too; downloaded there if missing
+    (with torch.hub's downloader: no ``huggingface_hub`` needed)."""
+    root = hf_cache_dir() / f"models--{repo.replace('/', '--')}"
+    ref = root / "refs" / "main"
+    cached = root / "snapshots" / ref.read_text().strip() / filename if ref.is_file() else None
+    if cached is not None and cached.is_file():
+        return cached
+    host = urlparse(url).hostname or "huggingface.co"
     proxied = any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy"))
     try:
-        if not (proxied or answers(host, 443)):  # huggingface_hub would retry for half a minute
+        if not (proxied or answers(host, 443)):  # fail in seconds, not after the downloader's retries
             raise ConnectionError(f"{host} does not answer")
-        return Path(hf_hub_download(repo, filename, cache_dir=cache))
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=30) as head:
+            commit = head.headers.get("X-Repo-Commit") or "main"
+        path = root / "snapshots" / commit / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), progress=False)
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(commit)
+        return path
     except Exception as exc:  # noqa: BLE001 - any network failure gets the same advice
-        where = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / "REVISION" / filename
+        where = root / "snapshots" / "REVISION" / filename
         raise WeightsError(f"Could not download {url} ({type(exc).__name__}); offline, fetch it elsewhere and "
-                           f"put it at {where} (the Hugging Face hub cache's layout).") from None  # fmt: skip
+                           f"put it at {where}, with refs/main holding REVISION (the Hugging Face hub cache's "
+                           "layout).") from None  # fmt: skip
 
 
 def fetch_weights(weights: Weights) -> Path:

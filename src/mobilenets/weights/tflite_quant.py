@@ -12,6 +12,7 @@ as a QuantizeLinear/DequantizeLinear pair on Google's own scales and zero points
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,9 +62,10 @@ class Plan:
 
     def summary(self) -> dict[str, Any]:
         """What an int8 file records of a carried quantization."""
-        kinds = sorted({g.describe() for g in self.weights.values()})
-        return {"quantization": "carried from the TFLite file", "source": self.source,
-                "weights": ", ".join(kinds), "activations": "uint8 per tensor, the file's scales"}  # fmt: skip
+        weights = sorted({g.describe() for g in self.weights.values()})
+        activations = sorted({g.describe() for _, _, g in self.rounds})
+        return {"quantization": "carried from the TFLite file", "source": self.source, "weights": ", ".join(weights),
+                "activations": ", ".join(activations) + ", the file's scales"}  # fmt: skip
 
 
 class _Round(nn.Module):
@@ -77,11 +79,11 @@ class _Round(nn.Module):
         return self.grid(w)
 
 
-def _output_hook(grid: Grid):
+def _output_hook(grid: Grid) -> Callable[[nn.Module, Any, torch.Tensor], torch.Tensor]:
     return lambda _module, _inputs, y: grid(y)
 
 
-def _input_hook(grid: Grid):
+def _input_hook(grid: Grid) -> Callable[[nn.Module, tuple[torch.Tensor, ...]], tuple[torch.Tensor, ...]]:
     return lambda _module, inputs: (grid(inputs[0]), *inputs[1:])
 
 
