@@ -30,7 +30,7 @@ from torch import nn
 
 from mobilenets.deploy.contract import check_parity, model_metadata
 from mobilenets.deploy.detection import check_int8_detector, check_phone_detector
-from mobilenets.deploy.pt2e import quantize_pt2e, relu6_as_clamp
+from mobilenets.deploy.pt2e import phone_activations, quantize_pt2e
 from mobilenets.deploy.quantize import calibration_batch
 from mobilenets.deploy.wrappers import DetectionOutputs, NHWCInput, check_exportable
 from mobilenets.models.blocks import explicit_attention
@@ -118,7 +118,7 @@ def phone_bytes(model: nn.Module, fmt: str, x: torch.Tensor, calib: torch.Tensor
     Attention (MobileNetV4's hybrids) is traced as explicit matmuls and softmax: the same numbers, and
     ExecuTorch's lowering of the fused kernel's output turned a later reshape into an impossible view."""
     with quiet(), explicit_attention():
-        return (_tflite_bytes if fmt == "tflite" else _pte_bytes)(relu6_as_clamp(model), x, calib)
+        return (_tflite_bytes if fmt == "tflite" else _pte_bytes)(phone_activations(model), x, calib)
 
 
 def _check_runtime(fmt: str, data: bytes, reference: nn.Module, x: torch.Tensor, int8: bool) -> dict[str, Any]:
