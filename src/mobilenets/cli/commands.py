@@ -165,12 +165,6 @@ def cmd_train(args: argparse.Namespace) -> None:
               f"outputs in {result['output']}")  # fmt: skip
 
 
-NEEDS_CALIB = (
-    "--int8 needs --calib DIR (images to calibrate on); only --format onnx of a quantized TFLite file "
-    "keeps the file's own quantization without it."
-)
-
-
 def cmd_export(args: argparse.Namespace) -> None:
     import json
 
@@ -189,7 +183,8 @@ def cmd_export(args: argparse.Namespace) -> None:
     if args.calib and not args.int8:
         raise UserError("--calib goes with --int8.")
     if args.int8 and not args.calib and not (args.format == "onnx" and (args.weights or args.pretrained)):
-        raise UserError(NEEDS_CALIB)  # known before the model is read
+        raise UserError("--int8 needs --calib DIR (images to calibrate on); only --format onnx of a quantized "
+                        "TFLite file keeps the file's own quantization without it.")  # fmt: skip
     if args.recalibrate and not (args.int8 and args.calib and args.format == "onnx"):
         raise UserError("--recalibrate goes with --int8 --calib DIR --format onnx.")
     if args.int8 and args.format in ("torchscript", "pt2"):
@@ -208,8 +203,6 @@ def cmd_export(args: argparse.Namespace) -> None:
     if model is None:
         raise UserError("--weights is already an export; export from a checkpoint, weights or --model.")
     model = exportable(model, args.format, args.int8)  # a segmentation model's logits; refusals in one sentence
-    if args.int8 and not args.calib and not (args.format == "onnx" and hasattr(model, "tflite_quantization")):
-        raise UserError(NEEDS_CALIB)
     if args.format in ("tflite", "pte", "coreml"):
         report = export_mobile(model, args.output, args.format, args.img_size, calib=args.calib,
                                calib_size=args.calib_size, channels_last_input=args.channels_last_input)  # fmt: skip
