@@ -1,13 +1,16 @@
-"""Google's uint8 TFLite MobileNets exported to int8 ONNX on their own quantization, against LiteRT.
+"""Google's uint8 TFLite MobileNets exported to int8 on their own quantization, against LiteRT.
 
     python benchmarks/bench_carried_int8.py [--limit N]
 
-For each quantized file in ../shared/data/weights: the int8 ONNX file ``export --int8`` writes without
-``--calib`` (Google's scales and zero points carried), run in ONNX Runtime and OpenVINO on the 1300
-ImageNet images (the same uint8 pixels as LiteRT gets): top-1, and the per-image top-1 agreement with
-LiteRT running Google's file (ties in LiteRT's uint8 probabilities count either way; strict in brackets).
-Then latency at batch 1 of the carried file against the file's float import exported to fp32 ONNX, in
-ONNX Runtime, in the same run. Prints Markdown rows for benchmarks/RESULTS.md.
+For each quantized file in ../shared/data/weights: the int8 files ``export --int8`` writes without
+``--calib`` (Google's scales and zero points carried): ONNX run in ONNX Runtime and OpenVINO, ``.tflite``
+in LiteRT, ``.pte`` in ExecuTorch, on the 1300 ImageNet images (the same uint8 pixels as LiteRT gets):
+top-1, and the per-image top-1 agreement with LiteRT running Google's file (its default kernels,
+XNNPACK; ties in LiteRT's uint8 probabilities count either way; strict in brackets). The first row of
+each file is LiteRT itself on Google's file with its built-in kernels instead of XNNPACK: how far two
+correct integer implementations of the same file are apart. Then latency at batch 1 of each carried file
+against the file's float import exported to fp32 ONNX in ONNX Runtime, in the same run. Prints
+Markdown rows for benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ import torch
 
 from mobilenets.data.preprocess import to_tensor
 from mobilenets.deploy.bench import bench_header
+from mobilenets.deploy.mobile import phone_bytes
 from mobilenets.deploy.onnx import onnx_bytes
 from mobilenets.deploy.quantize import carried_onnx
 from mobilenets.evaluate.litert import eval_pixels, litert_logits, top1_agreement
-from mobilenets.runtime.runners import measure_ms, onnxruntime_runner, openvino_runner
+from mobilenets.models.fuse import fuse
+from mobilenets.runtime.runners import measure_ms, onnxruntime_runner, open_runner, openvino_runner
 from mobilenets.weights.factory import load_tflite
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -34,6 +39,13 @@ FILES = ["mobilenet_v1_0.25_224_quant", "mobilenet_v2_1.0_224_quant", "mobilenet
 
 def _logits(run, x: np.ndarray) -> np.ndarray:
     return np.concatenate([run(x[i : i + 50]) for i in range(0, len(x), 50)])
+
+
+def _row(name: str, ref: np.ndarray, labels: np.ndarray, runtime: str, logits: np.ndarray, ms: str = "") -> str:
+    strict = (logits.argmax(1) == ref.argmax(1)).mean()
+    ref_top1, top1 = (ref.argmax(1) == labels).mean(), (logits.argmax(1) == labels).mean()
+    agree = top1_agreement(ref, logits)
+    return f"| {name} | {ref_top1:.2%} | {runtime} | {top1:.2%} | {agree:.2%} ({strict:.2%}) | {ms} |"
 
 
 def main() -> None:
@@ -45,8 +57,8 @@ def main() -> None:
         rows = list(csv.DictReader(f))[: args.limit]
     labels = np.array([int(r["label"]) for r in rows])
     print(bench_header(2))
-    print("| file | LiteRT top-1 | runtime | top-1 | agreement (strict) | int8 ms | fp32 ms | int8 / fp32 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| file | LiteRT top-1 | runtime | top-1 | agreement (strict) | int8 ms / ORT fp32 ms (ratio) |")
+    print("|---|---|---|---|---|---|")
     for name in FILES:
         path = DATA / "weights" / f"{name}.tflite"
         model = load_tflite(path)
@@ -54,18 +66,16 @@ def main() -> None:
         ref = litert_logits(path, pixels)[:, 1:]
         x = torch.stack([to_tensor(p, model.pretrained_cfg) for p in pixels]).numpy()
         one = torch.from_numpy(x[:1])
-        int8, fp32 = carried_onnx(model, one), onnx_bytes(model, one)
-        for runtime, make in (("ONNX Runtime", onnxruntime_runner), ("OpenVINO", openvino_runner)):
-            run = make(int8, "int8", 2)
-            logits = _logits(run, x)
-            strict = (logits.argmax(1) == ref.argmax(1)).mean()
-            ms = fp32_ms = float("nan")
-            if runtime == "ONNX Runtime":
-                ms = statistics.median(measure_ms(run, x[:1], 50))
-                fp32_ms = statistics.median(measure_ms(make(fp32, "fp32", 2), x[:1], 50))
-            print(f"| {name} | {(ref.argmax(1) == labels).mean():.2%} | {runtime} | "
-                  f"{(logits.argmax(1) == labels).mean():.2%} | {top1_agreement(ref, logits):.2%} ({strict:.2%}) | "
-                  f"{ms:.2f} | {fp32_ms:.2f} | {ms / fp32_ms:.2f} |", flush=True)  # fmt: skip
+        builtin = litert_logits(path, pixels, builtin=True)[:, 1:]
+        print(_row(name, ref, labels, "LiteRT, built-in kernels (Google's file)", builtin))
+        int8 = carried_onnx(model, one)
+        ms32 = statistics.median(measure_ms(onnxruntime_runner(onnx_bytes(model, one), "fp32", 2), x[:1], 50))
+        runs = {"ONNX Runtime": onnxruntime_runner(int8, "int8", 2), "OpenVINO": openvino_runner(int8, "int8", 2)}
+        for fmt, runtime, label in (("tflite", "litert", "LiteRT"), ("pte", "executorch", "ExecuTorch")):
+            runs[label] = open_runner(runtime, phone_bytes(fuse(model), fmt, one, model.tflite_quantization), "int8")
+        for runtime, run in runs.items():
+            ms8 = statistics.median(measure_ms(run, x[:1], 50))
+            print(_row(name, ref, labels, runtime, _logits(run, x), f"{ms8:.2f} / {ms32:.2f} ({ms8 / ms32:.2f})"))
 
 
 if __name__ == "__main__":

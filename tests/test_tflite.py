@@ -148,6 +148,36 @@ def test_int8_onnx_keeps_googles_quantization(imagenet, tmp_path):
     np.testing.assert_allclose(predictor(x[:8]), logits[:8], atol=1e-5)
 
 
+@pytest.mark.own_process
+def test_litert_int8_keeps_googles_quantization(imagenet, tmp_path, capsys):
+    """``export --format tflite --int8`` of Google's uint8 MobileNetV3-Small without --calib runs on the
+    file's own scales and zero points, in integers throughout (hard-swish, squeeze-excite, residual sums),
+    and agrees with LiteRT running Google's file about as well as LiteRT's own two kernel sets agree with
+    each other on that file (XNNPACK's and the built-in ones: 89.6% on the 1300 images)."""
+    pytest.importorskip("litert_torch")
+    from mobilenets.evaluate.litert import litert_logits, top1_agreement
+    from mobilenets.runtime.runners import litert_io, litert_runner
+
+    name = "mobilenet_v3_small_1.0_224_uint8"
+    src, out = shared_path("weights", f"{name}.tflite"), tmp_path / "v3s.tflite"
+    line = ["export", "--weights", str(src), "--format", "tflite", "--int8", "--output", str(out)]
+    assert main([*line, "--recalibrate"]) == 2 and not out.exists()  # recalibrating needs --calib
+    assert main(line) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["quantization"] == "carried from the TFLite file"
+    assert json.loads(out.with_suffix(".tflite.json").read_text())["int8"]["source"] == str(src)
+    interpreter = litert_io(out.read_bytes())[0]
+    floats = [d["name"] for d in interpreter.get_tensor_details() if d["dtype"] == np.float32]
+    assert {o["op_name"] for o in interpreter._get_ops_details()} >= {"HARD_SWISH", "MUL", "ADD"}
+    assert len(floats) <= 2, floats  # the float input and output only: no op left in float
+
+    pixels, ref, labels = _pixels_and_litert(imagenet, name)
+    floor = top1_agreement(ref, litert_logits(src, pixels, builtin=True))
+    cfg = load_tflite(src).pretrained_cfg
+    ours = litert_runner(out.read_bytes(), "int8")(torch.stack([to_tensor(p, cfg) for p in pixels]).numpy())
+    assert top1_agreement(ref[:, 1:], ours) >= floor - 0.01, floor
+    assert abs((ours.argmax(1) == labels).mean() - (ref[:, 1:].argmax(1) == labels).mean()) <= 0.01
+
+
 def test_same_padding_is_what_the_weights_need(imagenet):
     path = shared_path("weights", "mobilenet_v1_0.25_224_float.tflite")
     same = load_tflite(path)

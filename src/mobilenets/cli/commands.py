@@ -182,11 +182,11 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise UserError("--weights is already an export; export from a checkpoint, weights or --model.")
     if args.calib and not args.int8:
         raise UserError("--calib goes with --int8.")
-    if args.int8 and not args.calib and not (args.format == "onnx" and (args.weights or args.pretrained)):
-        raise UserError("--int8 needs --calib DIR (images to calibrate on); only --format onnx of a quantized "
-                        "TFLite file keeps the file's own quantization without it.")  # fmt: skip
-    if args.recalibrate and not (args.int8 and args.calib and args.format == "onnx"):
-        raise UserError("--recalibrate goes with --int8 --calib DIR --format onnx.")
+    if args.int8 and not args.calib and (args.format == "coreml" or not (args.weights or args.pretrained)):
+        raise UserError("--int8 needs --calib DIR (images to calibrate on); only a quantized TFLite file keeps "
+                        "its own quantization without it (onnx, tflite, pte).")  # fmt: skip
+    if args.recalibrate and not (args.int8 and args.calib and args.format in ("onnx", "tflite", "pte")):
+        raise UserError("--recalibrate goes with --int8 --calib DIR (onnx, tflite, pte).")
     if args.int8 and args.format in ("torchscript", "pt2"):
         raise UserError(f"--int8 is not offered for {args.format}; use onnx, tflite, pte or coreml.")
     if (args.max_drop is None) != (args.val is None):
@@ -205,7 +205,8 @@ def cmd_export(args: argparse.Namespace) -> None:
     model = exportable(model, args.format, args.int8)  # a segmentation model's logits; refusals in one sentence
     if args.format in ("tflite", "pte", "coreml"):
         report = export_mobile(model, args.output, args.format, args.img_size, calib=args.calib,
-                               calib_size=args.calib_size, channels_last_input=args.channels_last_input)  # fmt: skip
+                               calib_size=args.calib_size, channels_last_input=args.channels_last_input,
+                               int8=args.int8, recalibrate=args.recalibrate)  # fmt: skip
     elif args.int8:
         budget = {"val": args.val, "max_drop": args.max_drop} if args.val else {}
         report = export_int8(model, args.output, args.calib, args.img_size, args.calib_size, args.qat, args.qat_epochs,

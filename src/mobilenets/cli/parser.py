@@ -175,7 +175,7 @@ def add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib", metavar="DIR", type=existing_folder, help="calibration images (searched recursively)")
     p.add_argument("--calib-size", type=integer(1), default=128, metavar="N")
     p.add_argument("--recalibrate", action="store_true",
-                   help="int8 onnx of a quantized TFLite: calibrate on --calib, not its own quantization")  # fmt: skip
+                   help="int8 of a quantized TFLite: calibrate on --calib, not its own quantization")  # fmt: skip
     p.add_argument("--weight-bits", choices=["auto", "7", "8"], default="auto",
                    help="int8 weight bits: 8 for CPUs with VNNI/AMX/ARM dot-product, 7 for any CPU "
                    "(auto: what this CPU runs exactly)")  # fmt: skip

@@ -45,7 +45,8 @@ def export(
     calibrated on ``calib`` (a folder of images, ``calib_size`` of them read, or a tensor): ONNX, LiteRT,
     ExecuTorch; Core ML int8 is weight-only. ONNX int8 with ``val`` (labelled images) keeps the most
     sensitive layers float until top-1 on them is within ``max_drop`` points of fp32. A model imported from a
-    quantized TFLite file keeps that file's quantization in int8 ONNX unless ``recalibrate``. Returns a report."""
+    quantized TFLite file keeps that file's quantization in int8 ONNX, LiteRT and ExecuTorch unless
+    ``recalibrate``. Returns a report."""
     check_output(path, format)
     if int8:
         check_calib_size(calib_size)
@@ -54,14 +55,14 @@ def export(
         raise ExportError(
             "An accuracy budget (val=, max_drop=) is for int8 ONNX export: pass int8=True, format='onnx'."
         )
-    if int8 and calib is None and (format != "onnx" or not hasattr(model, "tflite_quantization")):
-        raise ExportError("int8 needs calibration images: pass calib= a folder of images or a tensor (only "
-                          "int8 ONNX keeps a quantized TFLite file's own quantization without them).")  # fmt: skip
+    if int8 and calib is None and (format == "coreml" or not hasattr(model, "tflite_quantization")):
+        raise ExportError("int8 needs calibration images: pass calib= a folder of images or a tensor "
+                          "(only a quantized TFLite file's own quantization needs none).")  # fmt: skip
     if channels_last_input and format not in MOBILE_FORMATS:
         raise ExportError("channels_last_input is for the phone formats (tflite, pte, coreml).")
     if format in ("tflite", "pte", "coreml"):
         return export_mobile(model, path, format, img_size, class_names, calib if int8 else None, calib_size,
-                             channels_last_input=channels_last_input)  # fmt: skip
+                             channels_last_input=channels_last_input, int8=int8, recalibrate=recalibrate)  # fmt: skip
     if int8:
         if format != "onnx":
             raise ExportError(f"int8 is not offered for {format}; use onnx, tflite, pte or coreml.")

@@ -8,7 +8,8 @@ by more than 1e-4 of the logits' scale is refused and nothing is left behind.
 int8: ExecuTorch through PT2E with ``XNNPACKQuantizer``, LiteRT through litert-torch's PT2E quantizer
 (ai-edge-quantizer's static recipe breaks the squeeze-excite gating of V3), both symmetric per-channel
 weights and per-tensor activations calibrated on the user's images, with the ReLU6 ranges pinned and
-the bias corrected (:mod:`.pt2e`); Core ML int8 is weight-only
+the bias corrected (:mod:`.pt2e`); a model imported from a quantized TFLite file keeps that file's
+scales and zero points instead, unless ``recalibrate`` (:mod:`.pt2e_carried`); Core ML int8 is weight-only
 (``linear_quantize_weights``): activation quantization needs predictions, so a Mac.
 
 The class names and preprocessing travel with every file: inside the Core ML model's metadata, and in a
@@ -31,6 +32,7 @@ from torch import nn
 from mobilenets.deploy.contract import check_parity, model_metadata
 from mobilenets.deploy.detection import check_int8_detector, check_phone_detector
 from mobilenets.deploy.pt2e import phone_activations, quantize_pt2e
+from mobilenets.deploy.pt2e_carried import carried_pt2e
 from mobilenets.deploy.quantize import calibration_batch
 from mobilenets.deploy.wrappers import DetectionOutputs, NHWCInput, check_exportable
 from mobilenets.models.blocks import explicit_attention
@@ -48,9 +50,18 @@ from mobilenets.util.errors import ExportError
 from mobilenets.util.extras import needs
 from mobilenets.util.files import atomic_write_bytes
 from mobilenets.util.quiet import quiet
+from mobilenets.weights.tflite_quant import Plan
 
 
-def _tflite_bytes(model: nn.Module, x: torch.Tensor, calib: torch.Tensor | None) -> bytes:
+def _int8(model: nn.Module, x: torch.Tensor, quantizer: Any, calib: Any, fold: bool = True) -> nn.Module:
+    """The PT2E int8 model: calibrated on ``calib`` (a tensor), or on a TFLite file's quantization (a
+    :class:`Plan`)."""
+    if isinstance(calib, Plan):
+        return carried_pt2e(model, x, quantizer, calib, fold)
+    return quantize_pt2e(model, x, quantizer, calib, fold)
+
+
+def _tflite_bytes(model: nn.Module, x: torch.Tensor, calib: Any) -> bytes:
     with needs("Export to LiteRT (.tflite)"):
         import litert_torch
 
@@ -60,14 +71,14 @@ def _tflite_bytes(model: nn.Module, x: torch.Tensor, calib: torch.Tensor | None)
         from litert_torch.quantize.quant_config import QuantConfig
 
         quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-        model = quantize_pt2e(model, x, quantizer, calib, fold=False)
+        model = _int8(model, x, quantizer, calib, fold=False)
         options["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
     with tempfile.TemporaryDirectory() as tmp:
         litert_torch.convert(model, (x,), **options).export(os.path.join(tmp, "m.tflite"))
         return Path(tmp, "m.tflite").read_bytes()
 
 
-def _pte_bytes(model: nn.Module, x: torch.Tensor, calib: torch.Tensor | None) -> bytes:
+def _pte_bytes(model: nn.Module, x: torch.Tensor, calib: Any) -> bytes:
     with needs("Export to ExecuTorch (.pte)"):
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
@@ -79,7 +90,7 @@ def _pte_bytes(model: nn.Module, x: torch.Tensor, calib: torch.Tensor | None) ->
         )
 
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-        model = quantize_pt2e(model, x, quantizer, calib)
+        model = _int8(model, x, quantizer, calib)
     program = torch.export.export(model, (x,))
     return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
 
@@ -113,8 +124,9 @@ def _coreml_model(model: nn.Module, x: torch.Tensor, int8: bool, meta: dict[str,
     return ml
 
 
-def phone_bytes(model: nn.Module, fmt: str, x: torch.Tensor, calib: torch.Tensor | None) -> bytes:
-    """A ``tflite`` or ``pte`` file's bytes for an eval-mode model taking ``x``; int8 when ``calib`` is given.
+def phone_bytes(model: nn.Module, fmt: str, x: torch.Tensor, calib: Any) -> bytes:
+    """A ``tflite`` or ``pte`` file's bytes for an eval-mode model taking ``x``; int8 when ``calib`` is given
+    (calibration images, or the :class:`Plan` of a quantized TFLite import's own quantization).
     Attention (MobileNetV4's hybrids) is traced as explicit matmuls and softmax: the same numbers, and
     ExecuTorch's lowering of the fused kernel's output turned a later reshape into an impossible view."""
     with quiet(), explicit_attention():
@@ -154,17 +166,26 @@ def export_mobile(
     calib: Any = None,
     calib_size: int = 128,
     channels_last_input: bool = False,
+    int8: bool = False,
+    recalibrate: bool = False,
 ) -> dict[str, Any]:
     """Write ``model`` as a ``.tflite``, ``.pte`` or Core ML ``.mlpackage`` at ``path``; int8 when
-    ``calib`` (a folder of images or an N x 3 x H x W tensor) is given. Checked in its runtime first
-    (see the module doc); returns a report."""
+    ``int8`` or ``calib`` (a folder of images or an N x 3 x H x W tensor) is given: a model imported from a
+    quantized TFLite file keeps that file's quantization in ``tflite`` and ``pte`` unless ``recalibrate``.
+    Checked in its runtime first (see the module doc); returns a report."""
     if format not in MOBILE_FORMATS:
         raise ExportError(f"Unknown phone format {format!r}; use one of {', '.join(MOBILE_FORMATS)}.")
     check_installed(format)
     path, size = check_exportable(model, path, img_size, format)
     meta = model_metadata(model, class_names)
     cfg = meta["pretrained_cfg"] = {**meta["pretrained_cfg"], "input_size": (3, size, size)}
-    batch = calibration_batch(calib, cfg, calib_size) if calib is not None else None
+    int8 = int8 or calib is not None
+    carry = int8 and format != "coreml" and not recalibrate
+    plan = getattr(model, "tflite_quantization", None) if carry else None
+    if int8 and plan is None and calib is None:
+        raise ExportError("int8 needs calibration images (calib=, --calib DIR): only a model imported from a "
+                          "quantized TFLite file carries its own quantization (LiteRT, ExecuTorch, ONNX).")  # fmt: skip
+    batch = calibration_batch(calib, cfg, calib_size) if calib is not None and plan is None else None
     if batch is not None and tuple(batch.shape[-2:]) != (size, size):
         raise ExportError(f"Calibration inputs are {tuple(batch.shape[-2:])}, but the export is {size}x{size}.")
     net = fuse(model.eval())
@@ -172,16 +193,21 @@ def export_mobile(
     if channels_last_input:
         net, x = NHWCInput(net).eval(), x.permute(0, 2, 3, 1).contiguous()
         batch = batch.permute(0, 2, 3, 1).contiguous() if batch is not None else None
+        plan = plan.under("model") if plan is not None else None
     meta |= {"format": format, "input_layout": "NHWC" if channels_last_input else "NCHW", "batch": 1,
-             "precision": "int8" if batch is not None else "fp32"}  # fmt: skip
-    int8 = batch is not None
+             "precision": "int8" if int8 else "fp32"}  # fmt: skip
+    report = {"path": str(path), "format": format, "img_size": size, "precision": meta["precision"],
+              "input_layout": meta["input_layout"]}  # fmt: skip
+    if plan is not None:
+        meta["int8"] = plan.summary()
+        report["quantization"] = meta["int8"]["quantization"]
+        if calib is not None:
+            report["calibration"] = "not used: the TFLite file's own quantization was kept (--recalibrate to calibrate)"
     if format == "coreml":
         with quiet():
             ml = _coreml_model(net, x, int8, meta)
     else:
-        data = phone_bytes(net, format, x, batch)
-    report = {"path": str(path), "format": format, "img_size": size, "precision": meta["precision"],
-              "input_layout": meta["input_layout"]}  # fmt: skip
+        data = phone_bytes(net, format, x, plan if plan is not None else batch)
     if format == "coreml":
         report |= _check_runtime(format, b"", net, x, int8)
         _save_package(ml, path)

@@ -86,11 +86,12 @@ def build_runner(model: nn.Module, backend: str, threads: int, onnx: dict[str, b
     if backend in ("litert", "executorch"):
         if budget is not None:
             raise ExportError("An accuracy budget (val=, max_drop=) is for int8 in ONNX Runtime and OpenVINO.")
-        if precision == "int8" and calib is None:
+        plan = getattr(model, "tflite_quantization", None)  # a quantized TFLite file's own quantization
+        if precision == "int8" and calib is None and plan is None:
             raise ExportError("int8 needs calibration data: pass calib= a tensor or a folder of images.")
-        batch = calibration_batch(calib, calib_cfg) if precision == "int8" else None
+        int8 = (plan or calibration_batch(calib, calib_cfg)) if precision == "int8" else None
         fmt = BACKEND_FORMATS[backend]
-        return open_runner(backend, phone_bytes(fuse(model), fmt, x, batch), precision, threads)
+        return open_runner(backend, phone_bytes(fuse(model), fmt, x, int8), precision, threads)
     check("onnx", f"The {backend} backend")
     if "fp32" not in onnx:
         onnx["fp32"] = add_metadata(onnx_bytes(model.eval(), x), model_metadata(model))

@@ -17,12 +17,13 @@ def eval_pixels(paths: list, cfg: dict) -> np.ndarray:
     return np.stack([np.asarray(eval_resize_crop(load_rgb(p), cfg)) for p in paths])
 
 
-def litert_logits(path: str | os.PathLike, pixels: np.ndarray) -> np.ndarray:
+def litert_logits(path: str | os.PathLike, pixels: np.ndarray, builtin: bool = False) -> np.ndarray:
     """LiteRT's float outputs (dequantized, background class included) for uint8 NHWC ``pixels``: float
-    files get TF-slim's ``(x - 127.5) / 127.5``, quantized ones the uint8 pixels themselves."""
+    files get TF-slim's ``(x - 127.5) / 127.5``, quantized ones the uint8 pixels themselves. ``builtin``:
+    LiteRT's own kernels instead of XNNPACK's (both are LiteRT's, and differ in their roundings)."""
     float_input = litert_io(path)[1]["dtype"] == np.float32
     x = (pixels.astype(np.float32) - 127.5) / 127.5 if float_input else pixels
-    return litert_runner(path, "fp32" if float_input else "int8")(x)
+    return litert_runner(path, "fp32" if float_input else "int8", builtin=builtin)(x)
 
 
 def top1_agreement(ref: np.ndarray, ours: np.ndarray) -> float:

@@ -115,24 +115,27 @@ def openvino_runner(data: bytes | str, precision: str, threads: int = 2) -> Runn
     return run
 
 
-def litert_io(data: bytes | str | os.PathLike, threads: int = 2) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """LiteRT's interpreter over a ``.tflite`` (bytes or path), with its input and output details."""
+def litert_io(data: bytes | str | os.PathLike, threads: int = 2,
+              builtin: bool = False) -> tuple[Any, dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """LiteRT's interpreter over a ``.tflite`` (bytes or path), with its input and output details; its
+    XNNPACK kernels, or with ``builtin`` its own built-in ones."""
     with needs("Running a .tflite file"):
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    kind = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin else OpResolverType.AUTO
     with quiet(), as_file(data, ".tflite") as path:
-        interpreter = Interpreter(model_path=path, num_threads=threads)
+        interpreter = Interpreter(model_path=path, num_threads=threads, experimental_op_resolver_type=kind)
         interpreter.allocate_tensors()
     return interpreter, interpreter.get_input_details()[0], interpreter.get_output_details()[0]
 
 
-def litert_runner(data: bytes | str | os.PathLike, precision: str, threads: int = 2) -> Runner:
-    """A ``.tflite`` file in LiteRT's interpreter (XNNPACK), one image at a time. Float inputs of an
-    integer-input file (litert-torch's int8 files, Google's uint8 ones) are quantized with the file's own
-    scale; inputs already of the file's integer type go in as they are (Google's uint8 pixels). Outputs are
-    dequantized."""
+def litert_runner(data: bytes | str | os.PathLike, precision: str, threads: int = 2, builtin: bool = False) -> Runner:
+    """A ``.tflite`` file in LiteRT's interpreter (XNNPACK; ``builtin``: LiteRT's own kernels), one image
+    at a time. Float inputs of an integer-input file (litert-torch's int8 files, Google's uint8 ones) are
+    quantized with the file's own scale; inputs already of the file's integer type go in as they are
+    (Google's uint8 pixels). Outputs are dequantized."""
     check_precision(precision, "litert")
-    interpreter, inp, out = litert_io(data, threads)
+    interpreter, inp, out = litert_io(data, threads, builtin)
     in_scale, in_zero = inp["quantization"]
     out_scale, out_zero = out["quantization"]
 

@@ -53,12 +53,18 @@ class Grid:
 
 @dataclass
 class Plan:
-    """Where the model's tensors are rounded: ``rounds`` of (module name, ``"output"`` or ``"input"``,
-    grid) and each convolution's or linear layer's weight grid, by module name."""
+    """Where the model's tensors are rounded: ``rounds`` of (module name, where, grid), where is
+    ``"output"``, ``"input"`` or ``"shifted"`` (a squeeze-excite gate's ``relu6(x + 3)``, before its
+    1/6), and each convolution's or linear layer's weight grid, by module name."""
 
     source: str
     rounds: list[tuple[str, str, Grid]] = field(default_factory=list)
     weights: dict[str, Grid] = field(default_factory=dict)
+
+    def under(self, prefix: str) -> Plan:
+        """The same plan for a model that holds this one as its submodule ``prefix``."""
+        return Plan(self.source, [(f"{prefix}.{n}", w, g) for n, w, g in self.rounds],
+                    {f"{prefix}.{n}": g for n, g in self.weights.items()})  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
         """What an int8 file records of a carried quantization."""
@@ -87,14 +93,21 @@ def _input_hook(grid: Grid) -> Callable[[nn.Module, tuple[torch.Tensor, ...]], t
     return lambda _module, inputs: (grid(inputs[0]), *inputs[1:])
 
 
+def _shifted_hook(grid: Grid) -> Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], torch.Tensor]:
+    """A hard-sigmoid computed as Google's files do: ``relu6(x + 3)`` rounded to ``grid``, then / 6."""
+    return lambda _module, inputs, _y: grid(torch.clamp(inputs[0] + 3.0, 0.0, 6.0)) / 6.0
+
+
 def attach(model: nn.Module, plan: Plan, weights: bool = False) -> nn.Module:
     """Round ``model``'s activations (and with ``weights``, its weights) to ``plan``'s grids, in place."""
     for name, where, grid in plan.rounds:
         module = model.get_submodule(name)
         if where == "output":
             module.register_forward_hook(_output_hook(grid))
-        else:
+        elif where == "input":
             module.register_forward_pre_hook(_input_hook(grid))
+        else:
+            module.register_forward_hook(_shifted_hook(grid))
     if weights:
         for name, grid in plan.weights.items():
             parametrize.register_parametrization(model.get_submodule(name), "weight", _Round(grid))
@@ -155,7 +168,10 @@ def quantization_plan(model: nn.Module, graph: Any, layers: list[nn.Module], sou
         elif op.kind == "MUL" and block is not None and hasattr(model.get_submodule(block), "se"):
             const = any(graph.tensors[i].data is not None for i in op.inputs)
             plan.rounds.append((f"{block}.se.gate" if const else f"{block}.se", "output", grid))
-        elif op.kind == "ADD" and block is not None and getattr(model.get_submodule(block), "use_residual", False):
-            if all(graph.tensors[i].data is None for i in op.inputs):
+        elif op.kind == "ADD" and block is not None:
+            const = any(graph.tensors[i].data is not None for i in op.inputs)
+            if const and hasattr(model.get_submodule(block), "se"):  # the gate's relu6(x + 3)
+                plan.rounds.append((f"{block}.se.gate", "shifted", grid))
+            elif not const and getattr(model.get_submodule(block), "use_residual", False):
                 plan.rounds.append((block, "output", grid))
     return plan
