@@ -1,4 +1,4 @@
-"""MobileNetV1 to V4, exact to the papers, with real weights and the whole deployment workflow."""
+"""MobileNetV1 to V5, exact to the papers, with real weights and the whole deployment workflow."""
 
 from __future__ import annotations
 

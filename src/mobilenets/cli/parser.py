@@ -86,7 +86,7 @@ def add_predict(p: argparse.ArgumentParser) -> None:
         "--save", metavar="DIR", help="detection / segmentation: draw the boxes or mask into DIR/<image>.png"
     )
     p.add_argument("--score-thresh", type=number(0, 1), default=0.3, help="detection: the lowest score shown")
-    job = p.add_argument_group('prediction into Parquet (README, "Prediction at scale")')
+    job = p.add_argument_group('prediction into Parquet (docs: "Prediction at scale")')
     job.add_argument("--output", metavar="DIR", type=output_folder, help="write one row per image of SOURCE here")
     job.add_argument("--engine", choices=["local", "ray"], default=JOB["engine"], help="this machine, or a Ray cluster")
     job.add_argument("--address", metavar="ADDR", help="Ray cluster: auto, host:port or ray://host:port")
@@ -238,7 +238,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
-        prog="mobilenets", description="MobileNetV1 to V4: choose, train, evaluate, quantize, export and deploy."
+        prog="mobilenets", description="MobileNetV1 to V5: choose, train, evaluate, quantize, export and deploy."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add, run) in COMMANDS.items():

@@ -31,7 +31,7 @@ from torch import nn
 
 from mobilenets.deploy.contract import check_parity, model_metadata
 from mobilenets.deploy.detection import check_int8_detector, check_phone_detector
-from mobilenets.deploy.pt2e import phone_activations, quantize_pt2e
+from mobilenets.deploy.pt2e import float_layers, phone_activations, quantize_pt2e
 from mobilenets.deploy.pt2e_carried import carried_pt2e
 from mobilenets.deploy.quantize import calibration_batch
 from mobilenets.deploy.wrappers import DetectionOutputs, NHWCInput, check_exportable
@@ -198,6 +198,8 @@ def export_mobile(
              "precision": "int8" if int8 else "fp32"}  # fmt: skip
     report = {"path": str(path), "format": format, "img_size": size, "precision": meta["precision"],
               "input_layout": meta["input_layout"]}  # fmt: skip
+    if batch is not None:
+        meta["int8"] = {"quantization": "calibrated (PT2E)", "kept_float": sorted(float_layers(net))}
     if plan is not None:
         meta["int8"] = plan.summary()
         report["quantization"] = meta["int8"]["quantization"]

@@ -18,7 +18,7 @@ AMP = ("none", "bf16", "fp16")
 
 @dataclass
 class TrainConfig:
-    """The arguments of ``mobilenets train`` (see the README)."""
+    """The arguments of ``mobilenets train`` (docs: "Train and fine-tune")."""
 
     model: str
     data: str

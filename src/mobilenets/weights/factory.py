@@ -26,7 +26,7 @@ BEST = "best.safetensors"
 
 
 def create_model(name: str, *, pretrained: bool | str | None = None, **kwargs) -> nn.Module:
-    """Build ``name`` (see :func:`list_models`) with the keyword options of the README.
+    """Build ``name`` (see :func:`list_models`) with the keyword options on the docs page "Choose a model".
 
     ``name`` may also be a weights name from :func:`list_pretrained` (``"mobilenet_v3_large.tv2_in1k"``): the
     model those weights need, with them loaded when ``pretrained=True``, as timm's ``create_model``.
