@@ -196,8 +196,8 @@ def test_int8_accuracy_on_real_images(fmt, name, max_drop, tmp_path, capsys):
     carried = meta["int8"].get("source") == str(weights)  # Google's uint8 file keeps its own quantization
     assert meta["precision"] == "int8" and carried == ("quant" in name)
     assert carried or meta["int8"]["kept_float"] == ["classifier"]
-    if "float" in name:  # Google's V2 file is uint8 already
-        assert weights.stat().st_size / path.stat().st_size > 3.3
+    if "float" in name:  # Google's V2 file is uint8 already; LiteRT keeps V1 0.25's classifier (1 MB) float
+        assert weights.stat().st_size / path.stat().st_size > (1.35 if fmt == "tflite" else 3.3)
 
 
 def test_bias_correction_takes_off_the_weight_rounding_shift():

@@ -155,7 +155,8 @@ def test_litert_int8_keeps_googles_quantization(imagenet, tmp_path, capsys):
     """``export --format tflite --int8`` of Google's uint8 MobileNetV3-Small without --calib runs on the
     file's own scales and zero points, in integers throughout (hard-swish, squeeze-excite, residual sums),
     and agrees with LiteRT running Google's file about as well as LiteRT's own two kernel sets agree with
-    each other on that file (XNNPACK's and the built-in ones: 89.6% on the 1300 images)."""
+    each other on that file (XNNPACK's and the built-in ones: 90.8% on the 1300 images; the test takes the
+    first 650)."""
     pytest.importorskip("litert_torch")
     from mobilenets.evaluate.litert import litert_logits, top1_agreement
     from mobilenets.runtime.runners import litert_io, litert_runner
@@ -172,12 +173,12 @@ def test_litert_int8_keeps_googles_quantization(imagenet, tmp_path, capsys):
     assert {o["op_name"] for o in interpreter._get_ops_details()} >= {"HARD_SWISH", "MUL", "ADD"}
     assert len(floats) <= 2, floats  # the float input and output only: no op left in float
 
-    pixels, ref, labels = _pixels_and_litert(imagenet, name)
+    pixels, ref, labels = (a[:650] for a in _pixels_and_litert(imagenet, name))  # half: 12 s of the suite
     floor = top1_agreement(ref, litert_logits(src, pixels, builtin=True))
     cfg = load_tflite(src).pretrained_cfg
     ours = litert_runner(out.read_bytes(), "int8")(torch.stack([to_tensor(p, cfg) for p in pixels]).numpy())
-    assert top1_agreement(ref[:, 1:], ours) >= floor - 0.01, floor
-    assert abs((ours.argmax(1) == labels).mean() - (ref[:, 1:].argmax(1) == labels).mean()) <= 0.01
+    assert top1_agreement(ref[:, 1:], ours) >= floor - 0.015, floor
+    assert abs((ours.argmax(1) == labels).mean() - (ref[:, 1:].argmax(1) == labels).mean()) <= 0.015
 
 
 def test_same_padding_is_what_the_weights_need(imagenet):

@@ -8,9 +8,10 @@ by more than 1e-4 of the logits' scale is refused and nothing is left behind.
 int8: ExecuTorch through PT2E with ``XNNPACKQuantizer``, LiteRT through litert-torch's PT2E quantizer
 (ai-edge-quantizer's static recipe breaks the squeeze-excite gating of V3), both symmetric per-channel
 weights and per-tensor activations calibrated on the user's images, with the ReLU6 ranges pinned and
-the bias corrected (:mod:`.pt2e`); a model imported from a quantized TFLite file keeps that file's
-scales and zero points instead, unless ``recalibrate`` (:mod:`.pt2e_carried`); Core ML int8 is weight-only
-(``linear_quantize_weights``): activation quantization needs predictions, so a Mac.
+the bias corrected (:mod:`.pt2e`; LiteRT keeps the classifier's last layer float); a model imported
+from a quantized TFLite file keeps that file's scales and zero points instead, unless ``recalibrate``
+(:mod:`.pt2e_carried`); Core ML int8 is weight-only (``linear_quantize_weights``): activation
+quantization needs predictions, so a Mac.
 
 The class names and preprocessing travel with every file: inside the Core ML model's metadata, and in a
 JSON file with the same stem beside ``.tflite`` and ``.pte`` files (which carry no such metadata here).
@@ -53,12 +54,12 @@ from mobilenets.util.quiet import quiet
 from mobilenets.weights.tflite_quant import Plan
 
 
-def _int8(model: nn.Module, x: torch.Tensor, quantizer: Any, calib: Any, fold: bool = True) -> nn.Module:
+def _int8(model: nn.Module, x: torch.Tensor, quantizer: Any, calib: Any, litert: bool = False) -> nn.Module:
     """The PT2E int8 model: calibrated on ``calib`` (a tensor), or on a TFLite file's quantization (a
-    :class:`Plan`)."""
+    :class:`Plan`). LiteRT takes its weights unfolded and keeps the classifier's last layer float."""
     if isinstance(calib, Plan):
-        return carried_pt2e(model, x, quantizer, calib, fold)
-    return quantize_pt2e(model, x, quantizer, calib, fold)
+        return carried_pt2e(model, x, quantizer, calib, fold=not litert)
+    return quantize_pt2e(model, x, quantizer, calib, fold=not litert, float_head=litert)
 
 
 def _tflite_bytes(model: nn.Module, x: torch.Tensor, calib: Any) -> bytes:
@@ -71,7 +72,7 @@ def _tflite_bytes(model: nn.Module, x: torch.Tensor, calib: Any) -> bytes:
         from litert_torch.quantize.quant_config import QuantConfig
 
         quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-        model = _int8(model, x, quantizer, calib, fold=False)
+        model = _int8(model, x, quantizer, calib, litert=True)
         options["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
     with tempfile.TemporaryDirectory() as tmp:
         litert_torch.convert(model, (x,), **options).export(os.path.join(tmp, "m.tflite"))
@@ -157,6 +158,24 @@ def _check_runtime(fmt: str, data: bytes, reference: nn.Module, x: torch.Tensor,
     return {"runtime_check": runtime, "max_rel_diff": check_parity(runtime, got, ref, int8)}
 
 
+def _int8_source(model: nn.Module, format: str, calib: Any, calib_size: int, cfg: dict[str, Any],
+                 recalibrate: bool) -> tuple[Plan | None, torch.Tensor | None]:  # fmt: skip
+    """What an int8 export quantizes with: a quantized TFLite import's own :class:`Plan` (``tflite``,
+    ``pte``; unless ``recalibrate``), else the calibration images (refused in one sentence if none)."""
+    carry = format != "coreml" and not recalibrate
+    plan = getattr(model, "tflite_quantization", None) if carry else None
+    if plan is not None:
+        return plan, None
+    if calib is None:
+        raise ExportError("int8 needs calibration images (calib=, --calib DIR): only a model imported from a "
+                          "quantized TFLite file carries its own quantization (LiteRT, ExecuTorch, ONNX).")  # fmt: skip
+    batch = calibration_batch(calib, cfg, calib_size)
+    size = cfg["input_size"][-1]
+    if tuple(batch.shape[-2:]) != (size, size):
+        raise ExportError(f"Calibration inputs are {tuple(batch.shape[-2:])}, but the export is {size}x{size}.")
+    return None, batch
+
+
 def export_mobile(
     model: nn.Module,
     path: str | os.PathLike,
@@ -180,14 +199,7 @@ def export_mobile(
     meta = model_metadata(model, class_names)
     cfg = meta["pretrained_cfg"] = {**meta["pretrained_cfg"], "input_size": (3, size, size)}
     int8 = int8 or calib is not None
-    carry = int8 and format != "coreml" and not recalibrate
-    plan = getattr(model, "tflite_quantization", None) if carry else None
-    if int8 and plan is None and calib is None:
-        raise ExportError("int8 needs calibration images (calib=, --calib DIR): only a model imported from a "
-                          "quantized TFLite file carries its own quantization (LiteRT, ExecuTorch, ONNX).")  # fmt: skip
-    batch = calibration_batch(calib, cfg, calib_size) if calib is not None and plan is None else None
-    if batch is not None and tuple(batch.shape[-2:]) != (size, size):
-        raise ExportError(f"Calibration inputs are {tuple(batch.shape[-2:])}, but the export is {size}x{size}.")
+    plan, batch = _int8_source(model, format, calib, calib_size, cfg, recalibrate) if int8 else (None, None)
     net = fuse(model.eval())
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     if channels_last_input:
@@ -198,8 +210,9 @@ def export_mobile(
              "precision": "int8" if int8 else "fp32"}  # fmt: skip
     report = {"path": str(path), "format": format, "img_size": size, "precision": meta["precision"],
               "input_layout": meta["input_layout"]}  # fmt: skip
-    if batch is not None:
-        meta["int8"] = {"quantization": "calibrated (PT2E)", "kept_float": sorted(float_layers(net))}
+    if batch is not None and format != "coreml":
+        kept = sorted(float_layers(net)) if format == "tflite" else []
+        meta["int8"] = {"quantization": "calibrated (PT2E)", "kept_float": kept}
     if plan is not None:
         meta["int8"] = plan.summary()
         report["quantization"] = meta["int8"]["quantization"]
