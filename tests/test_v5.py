@@ -126,7 +126,7 @@ def test_gemma_weights_from_the_hugging_face_cache(tmp_path, monkeypatch, timm_e
 
 
 def test_fine_tunes_through_train(tmp_path):
-    """The classifier variant trains on a folder of images at 256 px with the same ``train()``."""
+    """The classifier variant trains on a folder of images with the same ``train()`` (128 px: 9 s less)."""
     from PIL import Image
 
     from mobilenets.train.config import TrainConfig
@@ -140,7 +140,7 @@ def test_fine_tunes_through_train(tmp_path):
                 Image.new("RGB", (64, 64), tuple(c + 10 * i for c in color)).save(folder / f"{i}.png")
     out = tmp_path / "out"
     result = train(TrainConfig(model="mobilenet_v5_base", data=str(tmp_path / "data"), output=str(out), epochs=1,
-                               batch_size=2, img_size=256, workers=0))  # fmt: skip
+                               batch_size=2, img_size=128, workers=0))  # fmt: skip
     assert result["history"][0]["train_loss"] > 0 and (out / "best.safetensors").exists()
     tuned = create_model("mobilenet_v5_base", pretrained=str(out / "best.safetensors"), num_classes=2)
     assert tuned.classifier.out_features == 2

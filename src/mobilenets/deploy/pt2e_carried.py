@@ -160,14 +160,10 @@ def _set_observers(gm: torch.fx.GraphModule, plan: Plan) -> None:
         if not _is_observer(node):
             continue
         observer, source = getattr(gm, node.target), node.args[0]
-        if source.op == "get_attr":
-            grid = plan.weights.get(source.target.rsplit(".", 1)[0])
-            if grid is not None:
-                setattr(gm, node.target, _weight_observer(observer, gm.get_parameter(source.target), grid))
-                continue
-            if "_tensor_constant" in source.target:  # the gate's 3 and 1/6: observed as they are
-                observer(getattr(gm, source.target))
-                continue
+        weight = plan.weights.get(source.target.rsplit(".", 1)[0]) if source.op == "get_attr" else None
+        if weight is not None:
+            setattr(gm, node.target, _weight_observer(observer, gm.get_parameter(source.target), weight))
+            continue
         grid = grids.get(_origin(source))
         if grid is None:
             raise ExportError(f"{plan.source} states no grid for {source.name}; export with --recalibrate.")
