@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -40,7 +41,7 @@ def float_layers(model: nn.Module) -> set[str]:
     return {n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.split(".")[-1] == "classifier"}
 
 
-def keeping_float(inner: Any, keep: set[str]) -> Any:
+def keeping_float(inner: Any, keep: Collection[str]) -> Any:
     """``inner`` (LiteRT's or ExecuTorch's PT2E quantizer) without its annotations inside the modules
     ``keep`` (names): they run in float, their inputs dequantized."""
     from torchao.quantization.pt2e.quantizer import Quantizer
@@ -98,7 +99,7 @@ def _weight_error(weight: torch.Tensor) -> torch.Tensor:
     return torch.clamp(torch.round(weight / scale), -WEIGHT_LEVELS, WEIGHT_LEVELS) * scale - weight
 
 
-def correct_bias(model: nn.Module, calib: torch.Tensor, keep: set[str] = frozenset()) -> nn.Module:
+def correct_bias(model: nn.Module, calib: torch.Tensor, keep: Collection[str] = ()) -> nn.Module:
     """A copy of ``model`` whose convolutions and linear layers (but those named in ``keep``, which stay
     float) have the mean output shift of their int8 weight rounding, measured on ``calib``, taken off their
     bias (a zero bias added where there is none)."""
