@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import torch
@@ -44,20 +44,13 @@ def float_layers(model: nn.Module) -> set[str]:
 def keeping_float(inner: Any, keep: Collection[str]) -> Any:
     """``inner`` (LiteRT's or ExecuTorch's PT2E quantizer) without its annotations inside the modules
     ``keep`` (names): they run in float, their inputs dequantized."""
-    from torchao.quantization.pt2e.quantizer import Quantizer
 
-    class KeepingFloat(Quantizer):
-        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            model = inner.annotate(model)
-            for node in model.graph.nodes:
-                if any(path in keep for path, _ in node.meta.get("nn_module_stack", {}).values()):
-                    node.meta.pop("quantization_annotation", None)
-            return model
+    def drop(model: torch.fx.GraphModule) -> None:
+        for node in model.graph.nodes:
+            if any(path in keep for path, _ in node.meta.get("nn_module_stack", {}).values()):
+                node.meta.pop("quantization_annotation", None)
 
-        def validate(self, model: torch.fx.GraphModule) -> None:
-            inner.validate(model)
-
-    return KeepingFloat()
+    return annotating(inner, drop)
 
 
 class Clamp6(nn.Module):
@@ -79,17 +72,45 @@ class GeluTanh(nn.Module):
         return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
 
 
-def phone_activations(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every ``nn.ReLU6`` replaced by :class:`Clamp6` and every tanh-form
-    ``nn.GELU`` by :class:`GeluTanh`: the same numbers, which the phone runtimes then keep."""
+def replaced(model: nn.Module, swap: Callable[[nn.Module], nn.Module | None]) -> nn.Module:
+    """A copy of ``model`` in which each submodule that ``swap`` returns a module for is that module."""
     model = copy.deepcopy(model)
     for module in model.modules():
         for name, child in module.named_children():
-            if isinstance(child, nn.ReLU6):
-                setattr(module, name, Clamp6())
-            elif isinstance(child, nn.GELU) and child.approximate == "tanh":
-                setattr(module, name, GeluTanh())
+            new = swap(child)
+            if new is not None:
+                setattr(module, name, new)
     return model
+
+
+def _phone_form(module: nn.Module) -> nn.Module | None:
+    if isinstance(module, nn.ReLU6):
+        return Clamp6()
+    if isinstance(module, nn.GELU) and module.approximate == "tanh":
+        return GeluTanh()
+    return None
+
+
+def phone_activations(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every ``nn.ReLU6`` replaced by :class:`Clamp6` and every tanh-form
+    ``nn.GELU`` by :class:`GeluTanh`: the same numbers, which the phone runtimes then keep."""
+    return replaced(model, _phone_form)
+
+
+def annotating(inner: Any, amend: Callable[[torch.fx.GraphModule], None]) -> Any:
+    """``inner`` (LiteRT's or ExecuTorch's PT2E quantizer) with ``amend`` run on its annotated graph."""
+    from torchao.quantization.pt2e.quantizer import Quantizer
+
+    class Amended(Quantizer):
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            model = inner.annotate(model)
+            amend(model)
+            return model
+
+        def validate(self, model: torch.fx.GraphModule) -> None:
+            inner.validate(model)
+
+    return Amended()
 
 
 def _weight_error(weight: torch.Tensor) -> torch.Tensor:

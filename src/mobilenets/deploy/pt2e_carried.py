@@ -18,12 +18,12 @@ quantization carried into int8").
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
 from torch import nn
 
+from mobilenets.deploy.pt2e import annotating, replaced
 from mobilenets.util.errors import ExportError
 from mobilenets.util.extras import needs
 from mobilenets.weights.tflite_quant import Grid, Plan
@@ -41,38 +41,27 @@ class HardSigmoidSteps(nn.Module):
 
 def gates_as_steps(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose ``nn.Hardsigmoid`` modules are :class:`HardSigmoidSteps`."""
-    model = copy.deepcopy(model)
-    for module in model.modules():
-        for name, child in module.named_children():
-            if isinstance(child, nn.Hardsigmoid):
-                setattr(module, name, HardSigmoidSteps())
-    return model
+    return replaced(model, lambda m: HardSigmoidSteps() if isinstance(m, nn.Hardsigmoid) else None)
 
 
 def carrying_quantizer(inner: Any) -> Any:
     """``inner`` (LiteRT's or ExecuTorch's PT2E quantizer) that also quantizes :data:`EXTRA_OPS` where
     it leaves them float."""
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, Quantizer
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
     spec = inner.global_config.input_activation
 
-    class Carrying(Quantizer):
-        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            model = inner.annotate(model)
-            for node in model.graph.nodes:
-                if node.op != "call_function" or "quantization_annotation" in node.meta:
-                    continue
-                if any(op in str(node.target) for op in EXTRA_OPS):
-                    inputs = [a for a in node.args if isinstance(a, torch.fx.Node) and a.op != "get_attr"]
-                    node.meta["quantization_annotation"] = QuantizationAnnotation(
-                        input_qspec_map=dict.fromkeys(inputs, spec), output_qspec=spec, _annotated=True
-                    )
-            return model
+    def add(model: torch.fx.GraphModule) -> None:
+        for node in model.graph.nodes:
+            if node.op != "call_function" or "quantization_annotation" in node.meta:
+                continue
+            if any(op in str(node.target) for op in EXTRA_OPS):
+                inputs = [a for a in node.args if isinstance(a, torch.fx.Node) and a.op != "get_attr"]
+                node.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map=dict.fromkeys(inputs, spec), output_qspec=spec, _annotated=True
+                )
 
-        def validate(self, model: torch.fx.GraphModule) -> None:
-            inner.validate(model)
-
-    return Carrying()
+    return annotating(inner, add)
 
 
 def _is_observer(node: torch.fx.Node) -> bool:
