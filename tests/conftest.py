@@ -26,6 +26,24 @@ def shared_path(*parts: str) -> Path:
 FP32_TOP1 = {"mobilenet_v1_0.25_224_float": 0.6554, "mobilenet_v2_1.0_224_quant": 0.8000}
 
 
+def labelled_by(model: torch.nn.Module, folder: Path, step: int = 26) -> tuple[list[torch.Tensor], list[int]]:
+    """Every ``step``-th of the real ImageNet images written to ``folder`` (``images/`` and a
+    ``labels.csv``, as ``eval --data`` takes) labelled with ``model``'s own fp32 answers: a validation set
+    on which fp32 scores 100%, so any answer int8 changes is a drop. Returns the inputs and the labels."""
+    from mobilenets.data.preprocess import list_images, preprocess
+
+    (folder / "images").mkdir(parents=True)
+    rows, inputs, labels = [], [], []
+    for path in list_images(shared_path("imagenet-val-1300", "images"))[::step]:
+        (folder / "images" / path.name).write_bytes(path.read_bytes())
+        inputs.append(preprocess(path, model.pretrained_cfg))
+        with torch.no_grad():
+            labels.append(int(model(inputs[-1][None]).argmax()))
+        rows.append(f"{path.name},{labels[-1]}")
+    (folder / "labels.csv").write_text("file,label\n" + "\n".join(rows) + "\n")
+    return inputs, labels
+
+
 def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Random BN statistics and affine terms, so that a wrong mapping cannot hide behind identity BN. Means
     and shifts stay within +-0.1: larger ones add up, layer after layer, to a constant that drowns the

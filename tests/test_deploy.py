@@ -13,7 +13,7 @@ import torch
 from onnx import numpy_helper
 from PIL import Image
 
-from conftest import FP32_TOP1, random_net, rel_err, shared_path
+from conftest import FP32_TOP1, labelled_by, random_net, rel_err, shared_path
 from mobilenets import create_model, deploy, export, fuse
 from mobilenets.cli import main
 from mobilenets.deploy import int8_settings
@@ -172,27 +172,18 @@ def test_int8_accuracy_budget_keeps_layers_float_or_refuses(tmp_path, monkeypatc
     ``deploy(val=, max_drop=)``, which takes the same path)."""
     import nncf
 
-    from mobilenets.data.preprocess import list_images, preprocess
     from mobilenets.weights.factory import load_tflite
 
     model = load_tflite(shared_path("weights", "mobilenet_v1_0.25_224_float.tflite")).eval()
     calib = shared_path("coco128", "images")
-    (tmp_path / "val" / "images").mkdir(parents=True)
-    rows, x = [], []
-    for path in list_images(shared_path("imagenet-val-1300", "images"))[::26]:
-        (tmp_path / "val" / "images" / path.name).write_bytes(path.read_bytes())
-        x.append(preprocess(path, model.pretrained_cfg))
-        with torch.no_grad():
-            rows.append(f"{path.name},{int(model(x[-1][None]).argmax())}")
-    (tmp_path / "val" / "labels.csv").write_text("file,label\n" + "\n".join(rows) + "\n")
     val = tmp_path / "val"
+    x, labels = labelled_by(model, val)
     report = export_int8(model, tmp_path / "q.onnx", calib, calib_size=32, val=val, max_drop=0.0)
     budget = report["budget"]
     assert budget["val_images"] == 50 and budget["val_top1_fp32"] == 1.0 and budget["ptq_drop"] >= 3
     assert budget["drop"] == 0.0 and budget["kept_float"]
     meta = json.loads({p.key: p.value for p in onnx.load(tmp_path / "q.onnx").metadata_props}["mobilenets"])
     assert meta["int8"]["kept_float"] == budget["kept_float"]
-    labels = [int(r.split(",")[1]) for r in rows]
     session = ort.InferenceSession(str(tmp_path / "q.onnx"))  # the file as written, one image at a time
     assert [int(session.run(None, {"input": image[None].numpy()})[0].argmax()) for image in x] == labels
     monkeypatch.setattr(nncf, "quantize_with_accuracy_control", lambda model, *a, **k: nncf.quantize(model, a[0]))

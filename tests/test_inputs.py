@@ -33,8 +33,8 @@ BAD = [  # (command line with {t} for the folder above, what the one line must s
      "--max-drop and --val go together"),
     ("export --model mobilenet_v3_small --int8 --calib {t}/images --max-drop -1 --val {t}/images --output {t}/q.onnx",
      "--max-drop: must be a number at least 0 and at most 100"),
-    ("export --model mobilenet_v3_small --format tflite --int8 --calib {t}/images --max-drop 1 --val {t}/images "
-     "--output {t}/q.tflite", "--max-drop goes with --int8 --format onnx"),
+    ("export --model mobilenet_v3_small --format coreml --int8 --calib {t}/images --max-drop 1 --val {t}/images "
+     "--output {t}/q.mlpackage", "--max-drop goes with --int8 and --format onnx, tflite or pte"),
     ("export --model mobilenet_v3_small --int8 --calib {t}/images --max-drop 1 --val {t}/images --qat digits "
      "--output {t}/q.onnx", "give --qat or --max-drop, not both"),
     ("zoo --plot {t}/folder", "--plot: {t}/folder is a folder"),

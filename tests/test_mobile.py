@@ -9,7 +9,7 @@ import platform
 import pytest
 import torch
 
-from conftest import FP32_TOP1, random_net, shared_path
+from conftest import FP32_TOP1, labelled_by, random_net, shared_path
 from mobilenets import create_model, export
 from mobilenets.cli import main
 from mobilenets.runtime.classifier import load_classifier
@@ -198,6 +198,73 @@ def test_int8_accuracy_on_real_images(fmt, name, max_drop, tmp_path, capsys):
     assert carried or meta["int8"]["kept_float"] == ["classifier"]
     if "float" in name:  # Google's V2 file is uint8 already; LiteRT keeps V1 0.25's classifier (1 MB) float
         assert weights.stat().st_size / path.stat().st_size > (1.35 if fmt == "tflite" else 3.3)
+
+
+@pytest.mark.slow
+def test_phone_int8_accuracy_budget_keeps_layers_float_or_refuses(tmp_path, monkeypatch, capsys):
+    """``export --format tflite --int8 --max-drop POINTS --val DIR`` on Google's float V1 0.25, with 50 real
+    images labelled by its fp32 answers (32 COCO photos to calibrate): with no budget to speak of the file
+    keeps only the classifier float; with a budget one image tighter than what int8 then lost, the layers
+    ranked most sensitive are kept float until it is met, which LiteRT running the written file confirms,
+    and the file's metadata lists them. Refused in one sentence when keeping every ranked layer float is
+    not enough (here: none ranked), through ``deploy(backend="executorch")``, which shares the path."""
+    needs("tflite")
+    needs("pte")
+    from mobilenets import deploy, load_tflite
+    from mobilenets.deploy import mobile
+    from mobilenets.runtime.runners import litert_runner
+
+    weights = shared_path("weights", "mobilenet_v1_0.25_224_float.tflite")
+    model = load_tflite(weights).eval()
+    val, out = tmp_path / "val", tmp_path / "q.tflite"
+    x, labels = labelled_by(model, val)
+
+    def export(max_drop: float) -> dict:
+        capsys.readouterr()
+        assert main(["export", "--weights", str(weights), "--format", "tflite", "--int8", "--calib",
+                     str(shared_path("coco128", "images")), "--calib-size", "32", "--val", str(val),
+                     "--max-drop", str(max_drop), "--output", str(out)]) == 0  # fmt: skip
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])["budget"]
+
+    loose = export(100)
+    assert loose["val_images"] == 50 and loose["val_top1_fp32"] == 1.0 and loose["kept_float"] == ["classifier"]
+    assert loose["drop"] == loose["ptq_drop"] >= 4  # int8 changes a few of fp32's answers
+    budget = export(loose["ptq_drop"] - 2)  # one image fewer
+    assert budget["ptq_drop"] == loose["ptq_drop"] and budget["drop"] <= loose["ptq_drop"] - 2
+    assert budget["kept_float"][0] == "classifier" and len(budget["kept_float"]) > 1
+    assert json.loads((tmp_path / "q.tflite.json").read_text())["int8"]["kept_float"] == budget["kept_float"]
+    run = litert_runner(str(out), "int8")  # the file as written, in LiteRT
+    answers = [int(run(image[None].numpy()).argmax()) for image in x]
+    assert 100 - 2 * sum(a == b for a, b in zip(answers, labels)) == budget["drop"]
+    monkeypatch.setattr(mobile, "rank_layers", lambda *args: [])
+    with pytest.raises(ExportError, match="more than --max-drop 0; allow a larger drop. Nothing was written"):
+        deploy(model, precision="int8", backend="executorch", calib=torch.stack(x[:8]), val=val, max_drop=0)
+
+
+def test_a_layer_restored_to_float_in_the_int8_graph_computes_as_in_the_file():
+    """The ranking's simulation (:func:`.phone_budget.restored`) on a PT2E int8 graph of conv, ReLU, conv:
+    with both convolutions put back to float (unrounded weights and inputs, their own biases, which bias
+    correction had changed), what is left is the one rounding their file keeps, the ReLU's output."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    from mobilenets.deploy.phone_budget import restored
+    from mobilenets.deploy.pt2e import quantize_pt2e
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)).eval()
+    calib = torch.randn(8, 3, 12, 12)
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantized = quantize_pt2e(net, calib[:2], quantizer, calib, fold=False, any_batch=True)
+    both = restored(restored(quantized, "0", net[0]), "2", net[2])
+    relu = next(n for n in both.graph.nodes if n.name == "relu")
+    (rounding,) = [u for u in relu.users if "quantize_per_tensor" in str(u.target)]
+    scale, zero, low, high = rounding.args[1:5]
+    with torch.no_grad():
+        hidden = torch.fake_quantize_per_tensor_affine(net[1](net[0](calib)), scale, zero, low, high)
+        want, got, int8 = net[2](hidden), both(calib), quantized(calib)
+    assert (int8 - want).abs().max() > 1e-2 and (got - want).abs().max() < 1e-5
 
 
 def test_bias_correction_takes_off_the_weight_rounding_shift():

@@ -193,22 +193,23 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise UserError("--max-drop and --val go together: the budget in points and the images to measure it on.")
     if args.max_drop is not None and args.qat:
         raise UserError("--max-drop is for post-training int8; give --qat or --max-drop, not both.")
-    onnx_only = [f for f, on in (("--weight-bits", args.weight_bits != "auto"), ("--qat", args.qat),
-                                 ("--max-drop", args.max_drop is not None)) if on]  # fmt: skip
+    onnx_only = [f for f, on in (("--weight-bits", args.weight_bits != "auto"), ("--qat", args.qat)) if on]
     if onnx_only and (not args.int8 or args.format != "onnx"):
         raise UserError(f"{onnx_only[0]} goes with --int8 --format onnx.")
+    if args.max_drop is not None and (not args.int8 or args.format not in ("onnx", "tflite", "pte")):
+        raise UserError("--max-drop goes with --int8 and --format onnx, tflite or pte.")
     if args.channels_last_input and args.format not in ("tflite", "pte", "coreml"):
         raise UserError("--channels-last-input is for the phone formats (tflite, pte, coreml).")
     model = _classifier(args, need_classes=False).model
     if model is None:
         raise UserError("--weights is already an export; export from a checkpoint, weights or --model.")
     model = exportable(model, args.format, args.int8)  # a segmentation model's logits; refusals in one sentence
+    budget = {"val": args.val, "max_drop": args.max_drop} if args.val else {}
     if args.format in ("tflite", "pte", "coreml"):
         report = export_mobile(model, args.output, args.format, args.img_size, calib=args.calib,
                                calib_size=args.calib_size, channels_last_input=args.channels_last_input,
-                               int8=args.int8, recalibrate=args.recalibrate)  # fmt: skip
+                               int8=args.int8, recalibrate=args.recalibrate, **budget)  # fmt: skip
     elif args.int8:
-        budget = {"val": args.val, "max_drop": args.max_drop} if args.val else {}
         report = export_int8(model, args.output, args.calib, args.img_size, args.calib_size, args.qat, args.qat_epochs,
                              args.qat_lr, args.weight_bits, recalibrate=args.recalibrate, **budget)  # fmt: skip
     else:

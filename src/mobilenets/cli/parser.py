@@ -184,7 +184,7 @@ def add_export(p: argparse.ArgumentParser) -> None:
         type=number(0, 100),
         default=None,
         metavar="POINTS",
-        help="int8 onnx: keep the most sensitive layers float until top-1 on --val is within POINTS",
+        help="int8 onnx, tflite, pte: keep the most sensitive layers float until top-1 on --val is within POINTS",
     )
     p.add_argument("--val", metavar="DIR", help="labelled images for --max-drop (as eval --data takes)")
     p.add_argument("--qat", metavar="DATA", help="quantization-aware fine-tuning on DATA (as train --data takes)")

@@ -31,8 +31,14 @@ def check_output(path: str | os.PathLike, format: str) -> Path:
     return path
 
 
-def model_metadata(model: nn.Module, class_names: list[str] | None = None) -> dict[str, Any]:
-    """What travels inside an export: architecture, preprocessing and class names."""
+def sized_cfg(model: nn.Module, size: int) -> dict[str, Any]:
+    """``model.pretrained_cfg`` for ``size`` x ``size`` inputs: what an export at that size preprocesses with."""
+    return {**getattr(model, "pretrained_cfg", {}), "input_size": (3, size, size)}
+
+
+def model_metadata(model: nn.Module, class_names: list[str] | None = None, size: int | None = None) -> dict[str, Any]:
+    """What travels inside an export: architecture, preprocessing (for ``size`` x ``size`` inputs when given)
+    and class names."""
     if getattr(model, "task", "classification") != "classification":
         names = class_names or model_class_names(model)
     else:
@@ -41,7 +47,7 @@ def model_metadata(model: nn.Module, class_names: list[str] | None = None) -> di
         "model": getattr(model, "model_name", None),
         "task": getattr(model, "task", "classification"),
         "model_args": getattr(model, "model_args", {}),
-        "pretrained_cfg": getattr(model, "pretrained_cfg", {}),
+        "pretrained_cfg": sized_cfg(model, size) if size else getattr(model, "pretrained_cfg", {}),
         "class_names": names,
         "label_map": getattr(model, "label_map", None),
     }

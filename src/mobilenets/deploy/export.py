@@ -55,9 +55,6 @@ def export(
         raise ExportError(
             "An accuracy budget (val=, max_drop=) is for int8 ONNX export: pass int8=True, format='onnx'."
         )
-    if int8 and calib is None and (format == "coreml" or not hasattr(model, "tflite_quantization")):
-        raise ExportError("int8 needs calibration images: pass calib= a folder of images or a tensor "
-                          "(only a quantized TFLite file's own quantization needs none).")  # fmt: skip
     if channels_last_input and format not in MOBILE_FORMATS:
         raise ExportError("channels_last_input is for the phone formats (tflite, pte, coreml).")
     if format in ("tflite", "pte", "coreml"):
@@ -74,8 +71,7 @@ def export(
         check("onnx", "Export to ONNX")
     model = model.eval()
     path, size = check_exportable(model, path, img_size, format)
-    meta = model_metadata(model, class_names)
-    meta["pretrained_cfg"] = {**meta["pretrained_cfg"], "input_size": (3, size, size)}
+    meta = model_metadata(model, class_names, size)
     report: dict[str, Any] = {"path": str(path), "format": format, "img_size": size}
     data, checks = _desktop_bytes(model, format, size, meta)
     atomic_write_bytes(path, data)

@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from mobilenets.deploy.accuracy_budget import validation_set
 from mobilenets.deploy.contract import check_parity, model_metadata
 from mobilenets.deploy.detection import check_int8_detector, check_phone_detector
+from mobilenets.deploy.phone_budget import rank_layers, search, top1
 from mobilenets.deploy.pt2e import float_layers, phone_activations, quantize_pt2e
 from mobilenets.deploy.pt2e_carried import carried_pt2e
-from mobilenets.deploy.quantize import calibration_batch
+from mobilenets.deploy.quantize import int8_source
 from mobilenets.deploy.wrappers import DetectionOutputs, NHWCInput, check_exportable
 from mobilenets.models.blocks import explicit_attention
 from mobilenets.models.fuse import fuse
@@ -54,44 +57,51 @@ from mobilenets.util.quiet import quiet
 from mobilenets.weights.tflite_quant import Plan
 
 
-def _int8(model: nn.Module, x: torch.Tensor, quantizer: Any, calib: Any, litert: bool = False) -> nn.Module:
-    """The PT2E int8 model: calibrated on ``calib`` (a tensor), or on a TFLite file's quantization (a
-    :class:`Plan`). LiteRT takes its weights unfolded and keeps the classifier's last layer float."""
-    if isinstance(calib, Plan):
-        return carried_pt2e(model, x, quantizer, calib, fold=not litert)
-    return quantize_pt2e(model, x, quantizer, calib, fold=not litert, float_head=litert)
+def _quantizer(fmt: str) -> Any:
+    """The PT2E quantizer of ``fmt``'s converter: symmetric per-channel weights, per-tensor activations."""
+    if fmt == "tflite":
+        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+
+        return PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
 
 
-def _tflite_bytes(model: nn.Module, x: torch.Tensor, calib: Any) -> bytes:
+def _int8(model: nn.Module, x: torch.Tensor, fmt: str, quantizer: Any, source: Any, keep: set[str]) -> nn.Module:
+    """The PT2E int8 model: calibrated on ``source`` (a tensor) with the modules ``keep`` float, or on a
+    TFLite file's quantization (a :class:`Plan`). LiteRT takes its weights unfolded."""
+    if isinstance(source, Plan):
+        return carried_pt2e(model, x, quantizer, source, fold=fmt != "tflite")
+    return quantize_pt2e(model, x, quantizer, source, fold=fmt != "tflite", keep=keep)
+
+
+def _tflite_bytes(model: nn.Module, x: torch.Tensor, source: Any, keep: set[str]) -> bytes:
     with needs("Export to LiteRT (.tflite)"):
         import litert_torch
 
     options = {}
-    if calib is not None:
-        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    if source is not None:
         from litert_torch.quantize.quant_config import QuantConfig
 
-        quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-        model = _int8(model, x, quantizer, calib, litert=True)
+        quantizer = _quantizer("tflite")
+        model = _int8(model, x, "tflite", quantizer, source, keep)
         options["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
     with tempfile.TemporaryDirectory() as tmp:
         litert_torch.convert(model, (x,), **options).export(os.path.join(tmp, "m.tflite"))
         return Path(tmp, "m.tflite").read_bytes()
 
 
-def _pte_bytes(model: nn.Module, x: torch.Tensor, calib: Any) -> bytes:
+def _pte_bytes(model: nn.Module, x: torch.Tensor, source: Any, keep: set[str]) -> bytes:
     with needs("Export to ExecuTorch (.pte)"):
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
-    if calib is not None:
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-            XNNPACKQuantizer,
-            get_symmetric_quantization_config,
-        )
-
-        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-        model = _int8(model, x, quantizer, calib)
+    if source is not None:
+        model = _int8(model, x, "pte", _quantizer("pte"), source, keep)
     program = torch.export.export(model, (x,))
     return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
 
@@ -125,13 +135,45 @@ def _coreml_model(model: nn.Module, x: torch.Tensor, int8: bool, meta: dict[str,
     return ml
 
 
-def phone_bytes(model: nn.Module, fmt: str, x: torch.Tensor, calib: Any) -> bytes:
-    """A ``tflite`` or ``pte`` file's bytes for an eval-mode model taking ``x``; int8 when ``calib`` is given
-    (calibration images, or the :class:`Plan` of a quantized TFLite import's own quantization).
+def phone_bytes(model: nn.Module, fmt: str, x: torch.Tensor, source: Any, keep: Collection[str] = ()) -> bytes:
+    """A ``tflite`` or ``pte`` file's bytes for an eval-mode model taking ``x``; int8 when ``source`` is given
+    (calibration images, with the modules ``keep`` and :func:`.pt2e.float_layers` in LiteRT left float; or
+    the :class:`Plan` of a quantized TFLite import's own quantization).
     Attention (MobileNetV4's hybrids) is traced as explicit matmuls and softmax: the same numbers, and
     ExecuTorch's lowering of the fused kernel's output turned a later reshape into an impossible view."""
+    keep = set(keep) | (float_layers(model) if fmt == "tflite" else set())
     with quiet(), explicit_attention():
-        return (_tflite_bytes if fmt == "tflite" else _pte_bytes)(phone_activations(model), x, calib)
+        return (_tflite_bytes if fmt == "tflite" else _pte_bytes)(phone_activations(model), x, source, keep)
+
+
+def phone_int8(
+    model: nn.Module, fmt: str, x: torch.Tensor, source: Any, val: Any = None, max_drop: float = 0.5
+) -> tuple[bytes, dict[str, Any]]:
+    """:func:`phone_bytes` in int8 and what it kept: with ``val`` (images and labels as numpy arrays, laid
+    out as ``x``), the most sensitive layers float until top-1 in the runtime is within ``max_drop``
+    points of fp32's (:mod:`.phone_budget`), refused in one sentence if it cannot be."""
+    if isinstance(source, Plan):
+        return phone_bytes(model, fmt, x, source), source.summary()
+    info = {"quantization": "calibrated (PT2E)", "kept_float": sorted(float_layers(model)) if fmt == "tflite" else []}
+    if val is None:
+        return phone_bytes(model, fmt, x, source), info
+    images, labels = val
+    reference = top1(open_runner("eager", model, "fp32"), images, labels)
+
+    def drop_with(layers: list[str]) -> tuple[float, bytes]:
+        data = phone_bytes(model, fmt, x, source, keep=layers)
+        return reference - top1(open_runner(FORMAT_RUNTIMES[fmt], data, "int8"), images, labels), data
+
+    first = drop_with([])
+    kept, (drop, data) = [], first
+    if drop > max_drop:
+        with quiet():
+            ranking = rank_layers(model, _quantizer(fmt), source, torch.from_numpy(images), info["kept_float"])
+        kept, drop, data = search(ranking, drop_with, max_drop, len(labels), {0: first})
+    info["kept_float"] += kept
+    budget = {"val_images": len(labels), "val_top1_fp32": reference / 100, "max_drop": max_drop,
+              "ptq_drop": first[0], "drop": drop, "kept_float": info["kept_float"]}  # fmt: skip
+    return data, info | {"budget": budget}
 
 
 def _check_runtime(fmt: str, data: bytes, reference: nn.Module, x: torch.Tensor, int8: bool) -> dict[str, Any]:
@@ -158,24 +200,6 @@ def _check_runtime(fmt: str, data: bytes, reference: nn.Module, x: torch.Tensor,
     return {"runtime_check": runtime, "max_rel_diff": check_parity(runtime, got, ref, int8)}
 
 
-def _int8_source(model: nn.Module, format: str, calib: Any, calib_size: int, cfg: dict[str, Any],
-                 recalibrate: bool) -> tuple[Plan | None, torch.Tensor | None]:  # fmt: skip
-    """What an int8 export quantizes with: a quantized TFLite import's own :class:`Plan` (``tflite``,
-    ``pte``; unless ``recalibrate``), else the calibration images (refused in one sentence if none)."""
-    carry = format != "coreml" and not recalibrate
-    plan = getattr(model, "tflite_quantization", None) if carry else None
-    if plan is not None:
-        return plan, None
-    if calib is None:
-        raise ExportError("int8 needs calibration images (calib=, --calib DIR): only a model imported from a "
-                          "quantized TFLite file carries its own quantization (LiteRT, ExecuTorch, ONNX).")  # fmt: skip
-    batch = calibration_batch(calib, cfg, calib_size)
-    size = cfg["input_size"][-1]
-    if tuple(batch.shape[-2:]) != (size, size):
-        raise ExportError(f"Calibration inputs are {tuple(batch.shape[-2:])}, but the export is {size}x{size}.")
-    return None, batch
-
-
 def export_mobile(
     model: nn.Module,
     path: str | os.PathLike,
@@ -187,53 +211,63 @@ def export_mobile(
     channels_last_input: bool = False,
     int8: bool = False,
     recalibrate: bool = False,
+    val: str | os.PathLike | None = None,
+    max_drop: float = 0.5,
 ) -> dict[str, Any]:
     """Write ``model`` as a ``.tflite``, ``.pte`` or Core ML ``.mlpackage`` at ``path``; int8 when
     ``int8`` or ``calib`` (a folder of images or an N x 3 x H x W tensor) is given: a model imported from a
-    quantized TFLite file keeps that file's quantization in ``tflite`` and ``pte`` unless ``recalibrate``.
+    quantized TFLite file keeps that file's quantization in ``tflite`` and ``pte`` unless ``recalibrate``
+    or ``val``. With ``val`` (labelled images, as ``eval --data`` takes) the most sensitive layers stay
+    float until top-1 on them is within ``max_drop`` points of fp32 (:mod:`.phone_budget`).
     Checked in its runtime first (see the module doc); returns a report."""
     if format not in MOBILE_FORMATS:
         raise ExportError(f"Unknown phone format {format!r}; use one of {', '.join(MOBILE_FORMATS)}.")
     check_installed(format)
     path, size = check_exportable(model, path, img_size, format)
-    meta = model_metadata(model, class_names)
-    cfg = meta["pretrained_cfg"] = {**meta["pretrained_cfg"], "input_size": (3, size, size)}
+    meta = model_metadata(model, class_names, size)
     int8 = int8 or calib is not None
-    plan, batch = _int8_source(model, format, calib, calib_size, cfg, recalibrate) if int8 else (None, None)
+    if val is not None and not (int8 and format != "coreml"):
+        raise ExportError("An accuracy budget (val=, max_drop=) is for int8 ONNX, LiteRT and ExecuTorch files.")
+    valset = validation_set(val, meta["pretrained_cfg"], meta["class_names"]) if val is not None else None
+    carry = format != "coreml" and not recalibrate and val is None
+    source = int8_source(model, calib, size, calib_size, carry=carry) if int8 else None
     net = fuse(model.eval())
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     if channels_last_input:
         net, x = NHWCInput(net).eval(), x.permute(0, 2, 3, 1).contiguous()
-        batch = batch.permute(0, 2, 3, 1).contiguous() if batch is not None else None
-        plan = plan.under("model") if plan is not None else None
+        source = source.under("model") if isinstance(source, Plan) else _nhwc(source)
+        valset = (_nhwc(valset[0]), valset[1]) if valset is not None else None
     meta |= {"format": format, "input_layout": "NHWC" if channels_last_input else "NCHW", "batch": 1,
              "precision": "int8" if int8 else "fp32"}  # fmt: skip
     report = {"path": str(path), "format": format, "img_size": size, "precision": meta["precision"],
               "input_layout": meta["input_layout"]}  # fmt: skip
-    if batch is not None and format != "coreml":
-        kept = sorted(float_layers(net)) if format == "tflite" else []
-        meta["int8"] = {"quantization": "calibrated (PT2E)", "kept_float": kept}
-    if plan is not None:
-        meta["int8"] = plan.summary()
-        report["quantization"] = meta["int8"]["quantization"]
-        if calib is not None:
-            report["calibration"] = "not used: the TFLite file's own quantization was kept (--recalibrate to calibrate)"
     if format == "coreml":
         with quiet():
             ml = _coreml_model(net, x, int8, meta)
-    else:
-        data = phone_bytes(net, format, x, plan if plan is not None else batch)
-    if format == "coreml":
         report |= _check_runtime(format, b"", net, x, int8)
         _save_package(ml, path)
         report["bytes"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         return report
+    if source is None:
+        data = phone_bytes(net, format, x, None)
+    else:
+        data, meta["int8"] = phone_int8(net, format, x, source, valset, max_drop)
+        report |= {k: meta["int8"][k] for k in ("quantization", "budget") if k in meta["int8"]}
+        if isinstance(source, Plan) and calib is not None:
+            report["calibration"] = "not used: the TFLite file's own quantization was kept (--recalibrate to calibrate)"
     report |= _check_runtime(format, data, net, x, int8)
     if format == "tflite":
         meta["io"] = _tflite_io(data)
     atomic_write_bytes(sidecar(path), json.dumps(meta).encode())
     atomic_write_bytes(path, data)
     return report | {"bytes": len(data), "metadata": str(sidecar(path))}
+
+
+def _nhwc(batch: Any) -> Any:
+    """A batch of NCHW inputs (a tensor, an array or ``None``), channels last."""
+    if isinstance(batch, np.ndarray):
+        return np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
+    return None if batch is None else batch.permute(0, 2, 3, 1).contiguous()
 
 
 def _tflite_io(data: bytes) -> dict[str, Any]:

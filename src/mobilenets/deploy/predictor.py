@@ -24,9 +24,9 @@ from torch import nn
 
 from mobilenets.deploy.accuracy_budget import check_max_drop, validation_set
 from mobilenets.deploy.contract import model_metadata
-from mobilenets.deploy.mobile import phone_bytes
+from mobilenets.deploy.mobile import phone_bytes, phone_int8
 from mobilenets.deploy.onnx import add_metadata, onnx_bytes
-from mobilenets.deploy.quantize import calibration_batch, carried_onnx, quantize_onnx
+from mobilenets.deploy.quantize import carried_onnx, int8_source, quantize_onnx
 from mobilenets.models.fuse import fuse
 from mobilenets.runtime.files import BACKEND_FORMATS
 from mobilenets.runtime.precision import AUTO, BACKENDS, available, check_precision
@@ -34,6 +34,7 @@ from mobilenets.runtime.runners import DTYPES, measure_ms, open_runner, torch_ru
 from mobilenets.util.cpu import PRECISIONS, cpu_info
 from mobilenets.util.errors import ExportError, PrecisionError
 from mobilenets.util.extras import check
+from mobilenets.weights.tflite_quant import Plan
 
 
 @dataclass(repr=False)
@@ -69,8 +70,8 @@ def build_runner(model: nn.Module, backend: str, threads: int, onnx: dict[str, b
                  img_size: int = 224, precision: str = "fp32", budget: dict[str, Any] | None = None
                  ) -> Callable[[np.ndarray], np.ndarray]:  # fmt: skip
     """One backend's batch function at ``precision``; ``onnx`` caches the fp32 / int8 exports between
-    backends. ``budget`` (``{"val": (images, labels), "max_drop": points}``): the int8 ONNX model keeps
-    layers float until it is within the budget (:mod:`.accuracy_budget`); what was measured is put in
+    backends. ``budget`` (``{"val": (images, labels), "max_drop": points}``): the int8 model keeps layers
+    float until it is within the budget (:mod:`.accuracy_budget`, :mod:`.phone_budget`); what was measured is put in
     ``budget["report"]``. Refuses (:class:`PrecisionError`) a precision the backend or this CPU cannot keep."""
     if backend not in BACKENDS:
         raise PrecisionError(f"Unknown backend {backend!r}; use one of {', '.join(BACKENDS)}.")
@@ -82,31 +83,29 @@ def build_runner(model: nn.Module, backend: str, threads: int, onnx: dict[str, b
         fused = fuse(model).to(dtype=DTYPES[precision], memory_format=torch.channels_last)
         return torch_runner(torch.compile(fused) if backend == "compile" else fused, precision, channels_last=True)
     x = torch.zeros(1, 3, img_size, img_size)
-    calib_cfg = {**model.pretrained_cfg, "input_size": (3, img_size, img_size)}
+    int8 = precision == "int8"
+    val, max_drop = (budget["val"], budget["max_drop"]) if budget else (None, 0.5)
     if backend in ("litert", "executorch"):
+        fmt, net = BACKEND_FORMATS[backend], fuse(model)
+        if not int8:
+            return open_runner(backend, phone_bytes(net, fmt, x, None), precision, threads)
+        source = int8_source(model, calib, img_size, carry=budget is None)
+        data, info = phone_int8(net, fmt, x, source, val, max_drop)
         if budget is not None:
-            raise ExportError("An accuracy budget (val=, max_drop=) is for int8 in ONNX Runtime and OpenVINO.")
-        plan = getattr(model, "tflite_quantization", None)  # a quantized TFLite file's own quantization
-        if precision == "int8" and calib is None and plan is None:
-            raise ExportError("int8 needs calibration data: pass calib= a tensor or a folder of images.")
-        int8 = (plan or calibration_batch(calib, calib_cfg)) if precision == "int8" else None
-        fmt = BACKEND_FORMATS[backend]
-        return open_runner(backend, phone_bytes(fuse(model), fmt, x, int8), precision, threads)
+            budget["report"] = info["budget"]
+        return open_runner(backend, data, precision, threads)
     check("onnx", f"The {backend} backend")
     if "fp32" not in onnx:
         onnx["fp32"] = add_metadata(onnx_bytes(model.eval(), x), model_metadata(model))
-    if precision == "int8" and "int8" not in onnx and budget is None and hasattr(model, "tflite_quantization"):
-        onnx["int8"] = carried_onnx(model.eval(), x)  # a quantized TFLite file's own quantization
-    if precision == "int8" and "int8" not in onnx:
-        if calib is None:
-            raise ExportError("int8 needs calibration data: pass calib= a tensor or a folder of images.")
-        val, max_drop = (budget["val"], budget["max_drop"]) if budget else (None, 0.5)
-        onnx["int8"], report = quantize_onnx(
-            onnx["fp32"], calibration_batch(calib, calib_cfg), val=val, max_drop=max_drop
-        )
-        if budget is not None:
-            budget["report"] = report
-    return open_runner(backend, onnx["int8" if precision == "int8" else "fp32"], precision, threads)
+    if int8 and "int8" not in onnx:
+        source = int8_source(model, calib, img_size, carry=budget is None)
+        if isinstance(source, Plan):  # a quantized TFLite file's own quantization
+            onnx["int8"] = carried_onnx(model.eval(), x)
+        else:
+            onnx["int8"], report = quantize_onnx(onnx["fp32"], source, val=val, max_drop=max_drop)
+            if budget is not None:
+                budget["report"] = report
+    return open_runner(backend, onnx["int8" if int8 else "fp32"], precision, threads)
 
 
 def auto_candidates(precision: str) -> list[tuple[str, str]]:
@@ -132,16 +131,17 @@ def deploy(
 
     ``precision``: ``"fp32"``, ``"bf16"`` (CPUs with native bf16 only; refused elsewhere) or ``"int8"``
     (NNCF post-training quantization to a QDQ ONNX model calibrated on ``calib``, a tensor or a folder of
-    images, with the weight bits chosen for this CPU; a model imported from a quantized TFLite file runs on
-    that file's own quantization in ONNX Runtime and OpenVINO, ``calib`` unused: ``del
-    model.tflite_quantization`` to calibrate it). ``backend="auto"`` measures every backend of :data:`AUTO`
+    images, with the weight bits chosen for this CPU; PT2E for LiteRT and ExecuTorch; a model imported from a
+    quantized TFLite file runs on that file's own quantization in each, ``calib`` unused: ``val`` or ``del
+    model.tflite_quantization`` calibrates it). ``backend="auto"`` measures every backend of :data:`AUTO`
     at that precision and at the higher ones this CPU keeps, and returns the fastest: on CPUs where int8 is
     slower than fp32 (AVX2 without VNNI) ``precision="int8"`` may so return an fp32 predictor, never a lower
     precision than asked. Naming a backend runs exactly that backend and precision. ``Predictor.backend`` /
     ``.precision`` say what was chosen, ``.timings_ms`` what was measured.
     ``val`` (labelled images, as ``mobilenets eval --data`` takes them) with ``precision="int8"``: the int8
     model keeps its most sensitive layers float until its top-1 on ``val`` is within ``max_drop`` points of
-    fp32, or is refused (as ``export --int8 --max-drop --val``); ``Predictor.budget`` says what it kept.
+    fp32, or is refused (as ``export --int8 --max-drop --val``: NNCF's accuracy control in ONNX Runtime and
+    OpenVINO, per-layer sensitivity in LiteRT and ExecuTorch); ``Predictor.budget`` says what it kept.
     """
     check_precision(precision, None if backend == "auto" else backend)
     if backend != "auto" and backend not in BACKENDS:
@@ -161,8 +161,8 @@ def deploy(
         runs[key] = (name, prec, build_runner(model, name, threads, cache, calib, size, prec, int8_budget))
         timings[key] = statistics.median(measure_ms(runs[key][2], x, repeats=15))
     name, prec, run = runs[min(timings, key=timings.get)]
-    meta = model_metadata(model)
-    cfg = {**meta["pretrained_cfg"], "input_size": (3, size, size)}
+    meta = model_metadata(model, size=size)
+    cfg = meta["pretrained_cfg"]
     onnx = cache.get("int8" if prec == "int8" else "fp32")
     report = budget.get("report") if budget and prec == "int8" else None
     return Predictor(name, prec, run, cfg, meta["class_names"], timings, onnx, budget=report)
@@ -175,5 +175,5 @@ def _budget(model: nn.Module, precision: str, size: int, val: str | None, max_dr
     if precision != "int8":
         raise ExportError("An accuracy budget (val=, max_drop=) goes with precision='int8'.")
     check_max_drop(max_drop)
-    cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
-    return {"val": validation_set(val, cfg, model_metadata(model)["class_names"]), "max_drop": max_drop}
+    meta = model_metadata(model, size=size)
+    return {"val": validation_set(val, meta["pretrained_cfg"], meta["class_names"]), "max_drop": max_drop}

@@ -179,17 +179,24 @@ def pin_relu6_ranges(prepared: torch.fx.GraphModule) -> int:
 
 
 def quantize_pt2e(
-    model: nn.Module, x: torch.Tensor, quantizer: Any, calib: torch.Tensor, fold: bool = True, float_head: bool = False
+    model: nn.Module,
+    x: torch.Tensor,
+    quantizer: Any,
+    calib: torch.Tensor,
+    fold: bool = True,
+    keep: Collection[str] = (),
+    any_batch: bool = False,
 ) -> nn.Module:
-    """The PT2E int8 model of ``model`` (ReLU6 as :class:`Clamp6`): bias corrected, prepared, calibrated one
-    image at a time (the exported batch size), ReLU6 ranges pinned, converted; with ``float_head`` the
-    classifier's last layer float."""
+    """The PT2E int8 model of ``model`` (ReLU6 as :class:`Clamp6`), traced on ``x`` (for any batch size
+    with ``any_batch``; ``x`` then holds two inputs): bias corrected, prepared, calibrated one image at a
+    time (the exported batch size), ReLU6 ranges pinned, converted; the modules ``keep`` (names) float."""
     with needs("int8 for the phone formats"):
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    keep = float_layers(model) if float_head else set()
     model = correct_bias(model, calib, keep)
-    prepared = prepare_pt2e(torch.export.export(model, (x,)).module(), keeping_float(quantizer, keep))
+    batch = ({0: torch.export.Dim.AUTO},) if any_batch else None
+    traced = torch.export.export(model, (x,), dynamic_shapes=batch).module()
+    prepared = prepare_pt2e(traced, keeping_float(quantizer, keep))
     with torch.no_grad():
         for image in calib:
             prepared(image[None])

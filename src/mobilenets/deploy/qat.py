@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mobilenets.data.images import ImageDataset, build_transforms, load_train_data
-from mobilenets.deploy.contract import relative_diff
+from mobilenets.deploy.contract import relative_diff, sized_cfg
 from mobilenets.deploy.int8_settings import nncf_options, shrink_weights, stem_nodes
 from mobilenets.deploy.onnx import onnx_bytes
 from mobilenets.models.fuse import fuse
@@ -63,7 +63,7 @@ def qat_finetune(
         raise ExportError(f"--qat data {data} has {len(train.train.classes)} classes but the model has "
                           f"{model.num_classes}; fine-tune on the data the model was trained for.")  # fmt: skip
     size = calib.shape[-1]
-    cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
+    cfg = sized_cfg(model, size)
     images = ImageDataset(train.train, build_transforms(cfg, train.small, "none", True, train.flip))
     drop_last = len(images) > batch_size
     loader = DataLoader(images, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=drop_last)

@@ -23,7 +23,7 @@ import torch
 from mobilenets.data.images import BUILTIN
 from mobilenets.data.preprocess import list_images, preprocess
 from mobilenets.deploy.accuracy_budget import check_max_drop, quantize_within, validation_set
-from mobilenets.deploy.contract import model_metadata
+from mobilenets.deploy.contract import model_metadata, sized_cfg
 from mobilenets.deploy.int8_settings import int8_metadata, nncf_options, shrink_weights, stem_nodes, weight_bits
 from mobilenets.deploy.onnx import add_metadata, check_onnx, onnx_bytes
 from mobilenets.deploy.qat import qat_check, qat_finetune, qat_onnx
@@ -33,7 +33,7 @@ from mobilenets.runtime.files import read_metadata
 from mobilenets.util.errors import BadImageError, ExportError
 from mobilenets.util.extras import check, needs
 from mobilenets.util.files import atomic_write_bytes
-from mobilenets.weights.tflite_quant import attach
+from mobilenets.weights.tflite_quant import Plan, attach
 
 
 def check_calib_size(size: Any) -> None:
@@ -69,6 +69,26 @@ def calibration_batch(calib: torch.Tensor | str | os.PathLike, cfg: dict[str, An
     if not tensors:
         raise ExportError(f"No readable images in calibration folder {folder}.")
     return torch.stack(tensors)
+
+
+def int8_source(
+    model: torch.nn.Module, calib: Any, size: int, calib_size: int = 128, *, carry: bool = True
+) -> Plan | torch.Tensor:
+    """What an int8 export of ``model`` at ``size`` x ``size`` quantizes with: the quantized TFLite file's own
+    :class:`Plan` it was imported from when ``carry`` (ONNX, LiteRT and ExecuTorch keep it unless asked to
+    calibrate), else up to ``calib_size`` inputs read from ``calib`` (:func:`calibration_batch`); refused
+    in one sentence without calibration images or with inputs of another size."""
+    plan = getattr(model, "tflite_quantization", None)
+    if plan is not None and carry:
+        return plan
+    if calib is None:
+        raise ExportError("int8 needs calibration images (--calib DIR, calib=): only a model imported from a "
+                          "quantized TFLite file keeps its own quantization (ONNX, LiteRT, ExecuTorch), and "
+                          "--recalibrate, --qat, --val and --weight-bits calibrate.")  # fmt: skip
+    batch = calibration_batch(calib, sized_cfg(model, size), calib_size)
+    if tuple(batch.shape[-2:]) != (size, size):
+        raise ExportError(f"Calibration inputs are {tuple(batch.shape[-2:])}, but the export is {size}x{size}.")
+    return batch
 
 
 def quantize_onnx(
@@ -128,9 +148,7 @@ def carried_onnx(model: torch.nn.Module, x: torch.Tensor) -> bytes:
 def _export_carried(model: torch.nn.Module, path: Path, size: int, calib: Any) -> dict[str, Any]:
     """:func:`export_int8` of a model that carries its quantization (:func:`carried_onnx`); ``calib`` unused."""
     model = model.eval()
-    plan = model.tflite_quantization
-    cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
-    meta = model_metadata(model) | {"pretrained_cfg": cfg, "int8": plan.summary()}
+    meta = model_metadata(model, size=size) | {"int8": model.tflite_quantization.summary()}
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     data = add_metadata(carried_onnx(model, x), meta)
     atomic_write_bytes(path, data)
@@ -168,21 +186,14 @@ def export_int8(
     model = exportable(model, "onnx", int8=True)
     path, size = check_exportable(model, path, img_size, "onnx")
     calibrating = recalibrate or bool(qat) or val is not None or bits != "auto"
-    if hasattr(model, "tflite_quantization") and not calibrating:
+    batch = int8_source(model, calib, size, calib_size, carry=not calibrating)
+    if isinstance(batch, Plan):
         return _export_carried(model, path, size, calib)
-    if calib is None:
-        raise ExportError("int8 needs calibration images (--calib DIR, calib=): only a model imported from a "
-                          "quantized TFLite file carries its own quantization, and --recalibrate, --qat, --val "
-                          "and --weight-bits calibrate.")  # fmt: skip
     bits = weight_bits(bits)
-    cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
-    batch = calibration_batch(calib, cfg, calib_size)
-    if batch.shape[-1] != size or batch.shape[-2] != size:
-        raise ExportError(f"Calibration inputs are {tuple(batch.shape[-2:])}, but the export is {size}x{size}.")
     model = model.eval()
     x = batch[:1]
-    meta = model_metadata(model)
-    meta["pretrained_cfg"] = cfg
+    meta = model_metadata(model, size=size)
+    cfg = meta["pretrained_cfg"]
     fp32 = add_metadata(onnx_bytes(model, x), meta)
     check_onnx(fp32, model, x)
     report = {"path": str(path), "format": "onnx-int8", "img_size": size, "fp32_bytes": len(fp32),
