@@ -1,6 +1,7 @@
 """The int8 accuracy budget of the phone formats: ``export --format tflite|pte --int8 --max-drop P --val DIR``.
 
-    python benchmarks/bench_phone_budget.py [--weights NAME ...] [--budgets 0.5 0.3]
+    python benchmarks/bench_phone_budget.py [--weights NAME ...] [--budgets 0.5 0.3] [--formats tflite pte]
+        [--no-heldout]
 
 For Google's float MobileNetV1 0.25 (by default), LiteRT and ExecuTorch, each budget: the export with the
 128 COCO photos as --calib and, as --val, (a) the 1300 ImageNet images, the issue's command (the drop on
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--weights", nargs="+", default=["mobilenet_v1_0.25_224_float"])
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.5, 0.3])
     parser.add_argument("--formats", nargs="+", default=["tflite", "pte"])
+    parser.add_argument("--no-heldout", action="store_true", help="only the 1300 images as --val")
     args = parser.parse_args()
     torch.set_num_threads(2)
     with (VAL / "labels.csv").open() as f:
@@ -65,7 +67,7 @@ def main() -> None:
             fp32 = top1(open_runner("eager", model, "fp32"), images, labels)
             for fmt in args.formats:
                 for budget in args.budgets:
-                    for val in (VAL, seen):
+                    for val in (VAL,) if args.no_heldout else (VAL, seen):
                         out = Path(tmp, f"q.{fmt}")
                         start = time.perf_counter()
                         report = export_mobile(model, out, fmt, calib=DATA / "coco128" / "images", int8=True,

@@ -202,43 +202,41 @@ def test_int8_accuracy_on_real_images(fmt, name, max_drop, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_phone_int8_accuracy_budget_keeps_layers_float_or_refuses(tmp_path, monkeypatch, capsys):
-    """``export --format tflite --int8 --max-drop POINTS --val DIR`` on Google's float V1 0.25, with 50 real
-    images labelled by its fp32 answers (32 COCO photos to calibrate): with no budget to speak of the file
-    keeps only the classifier float; with a budget one image tighter than what int8 then lost, the layers
-    ranked most sensitive are kept float until it is met, which LiteRT running the written file confirms,
-    and the file's metadata lists them. Refused in one sentence when keeping every ranked layer float is
-    not enough (here: none ranked), through ``deploy(backend="executorch")``, which shares the path."""
+    """The accuracy budget of the phone files on Google's float V1 0.25, with 50 real images labelled by
+    its fp32 answers (32 COCO photos to calibrate): a budget that keeping every ranked layer float
+    cannot meet (here: none ranked) is refused in one sentence, through ``deploy(backend="litert")``,
+    saying what int8 lost; ``export --format tflite --int8 --max-drop --val`` with a budget one image
+    tighter keeps the layers ranked most sensitive float until it is met, which LiteRT running the
+    written file confirms, and its metadata lists them."""
     needs("tflite")
-    needs("pte")
     from mobilenets import deploy, load_tflite
     from mobilenets.deploy import mobile
+    from mobilenets.deploy.quantize import calibration_batch
     from mobilenets.runtime.runners import litert_runner
 
-    weights = shared_path("weights", "mobilenet_v1_0.25_224_float.tflite")
+    weights, calib = shared_path("weights", "mobilenet_v1_0.25_224_float.tflite"), shared_path("coco128", "images")
     model = load_tflite(weights).eval()
     val, out = tmp_path / "val", tmp_path / "q.tflite"
     x, labels = labelled_by(model, val)
-
-    def export(max_drop: float) -> dict:
-        capsys.readouterr()
-        assert main(["export", "--weights", str(weights), "--format", "tflite", "--int8", "--calib",
-                     str(shared_path("coco128", "images")), "--calib-size", "32", "--val", str(val),
-                     "--max-drop", str(max_drop), "--output", str(out)]) == 0  # fmt: skip
-        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])["budget"]
-
-    loose = export(100)
-    assert loose["val_images"] == 50 and loose["val_top1_fp32"] == 1.0 and loose["kept_float"] == ["classifier"]
-    assert loose["drop"] == loose["ptq_drop"] >= 4  # int8 changes a few of fp32's answers
-    budget = export(loose["ptq_drop"] - 2)  # one image fewer
-    assert budget["ptq_drop"] == loose["ptq_drop"] and budget["drop"] <= loose["ptq_drop"] - 2
-    assert budget["kept_float"][0] == "classifier" and len(budget["kept_float"]) > 1
+    with monkeypatch.context() as patch, pytest.raises(ExportError) as refused:
+        patch.setattr(mobile, "rank_layers", lambda *args: [])
+        deploy(model, precision="int8", backend="litert", calib=calibration_batch(calib, model.pretrained_cfg, 32),
+               val=val, max_drop=0)  # fmt: skip
+    message = str(refused.value)
+    assert message.endswith("more than --max-drop 0; allow a larger drop. Nothing was written.")
+    lost = float(message.split("int8 loses ")[1].split(" points")[0])
+    assert lost >= 4  # int8 changes a few of fp32's answers
+    capsys.readouterr()
+    line = ["export", "--weights", str(weights), "--format", "tflite", "--int8", "--calib", str(calib),
+            "--calib-size", "32", "--val", str(val), "--max-drop", str(lost - 2), "--output", str(out)]  # fmt: skip
+    assert main(line) == 0
+    budget = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["budget"]
+    assert budget["val_images"] == 50 and budget["val_top1_fp32"] == 1.0 and budget["ptq_drop"] == lost
+    assert budget["drop"] <= lost - 2 and budget["kept_float"][0] == "classifier" and len(budget["kept_float"]) > 1
     assert json.loads((tmp_path / "q.tflite.json").read_text())["int8"]["kept_float"] == budget["kept_float"]
     run = litert_runner(str(out), "int8")  # the file as written, in LiteRT
     answers = [int(run(image[None].numpy()).argmax()) for image in x]
     assert 100 - 2 * sum(a == b for a, b in zip(answers, labels)) == budget["drop"]
-    monkeypatch.setattr(mobile, "rank_layers", lambda *args: [])
-    with pytest.raises(ExportError, match="more than --max-drop 0; allow a larger drop. Nothing was written"):
-        deploy(model, precision="int8", backend="executorch", calib=torch.stack(x[:8]), val=val, max_drop=0)
 
 
 def test_a_layer_restored_to_float_in_the_int8_graph_computes_as_in_the_file():
