@@ -240,7 +240,8 @@ def test_phone_int8_accuracy_budget_keeps_layers_float_or_refuses(tmp_path, monk
 
 
 def test_a_layer_restored_to_float_in_the_int8_graph_computes_as_in_the_file():
-    """The ranking's simulation (:func:`.phone_budget.restored`) on a PT2E int8 graph of conv, ReLU, conv:
+    """The ranking's simulation (:func:`.phone_budget.restored`) on the PT2E int8 graph of conv, ReLU, conv
+    (its roundings as fake-quantize ops, :func:`.phone_budget.fake_quantized`):
     with both convolutions put back to float (unrounded weights and inputs, their own biases, which bias
     correction had changed), what is left is the one rounding their file keeps, the ReLU's output."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -248,16 +249,15 @@ def test_a_layer_restored_to_float_in_the_int8_graph_computes_as_in_the_file():
         get_symmetric_quantization_config,
     )
 
-    from mobilenets.deploy.phone_budget import restored
+    from mobilenets.deploy.phone_budget import fake_quantized, restored
     from mobilenets.deploy.pt2e import quantize_pt2e
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)).eval()
     calib = torch.randn(8, 3, 12, 12)
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    quantized = quantize_pt2e(net, calib[:2], quantizer, calib, fold=False, any_batch=True)
+    quantized = fake_quantized(quantize_pt2e(net, calib[:2], quantizer, calib, fold=False, any_batch=True))
     both = restored(restored(quantized, "0", net[0]), "2", net[2])
-    relu = next(n for n in both.graph.nodes if n.name == "relu")
-    (rounding,) = [u for u in relu.users if "quantize_per_tensor" in str(u.target)]
+    (rounding,) = next(n for n in both.graph.nodes if n.name == "relu").users
     scale, zero, low, high = rounding.args[1:5]
     with torch.no_grad():
         hidden = torch.fake_quantize_per_tensor_affine(net[1](net[0](calib)), scale, zero, low, high)

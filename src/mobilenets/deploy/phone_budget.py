@@ -15,6 +15,7 @@ to the fewest that keep top-1 within the budget of fp32's (PyTorch's: the fp32 f
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -22,10 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilenets.deploy.pt2e import quantize_pt2e
+from mobilenets.deploy.pt2e import phone_activations, quantize_pt2e
 from mobilenets.util.errors import ExportError
 
-RANKING_IMAGES = 300  # validation images the ranking looks at (NNCF's ranking subset is as large)
+RANKING_IMAGES = 100  # validation images the ranking looks at: its cost (V2: about 6 min on 2 cores)
 _LAYERS = ("conv2d", "linear")
 
 
@@ -33,11 +34,51 @@ def _is(node: Any, name: str) -> bool:
     return getattr(node, "op", None) == "call_function" and name in str(node.target)
 
 
+def _rounded(node: Any) -> Any:
+    """What ``node`` rounds, if it is a rounding (a dequantized quantize, or a fake-quantize); else None."""
+    if _is(node, "fake_quantize"):
+        return node.args[0]
+    if _is(node, "dequantize") and _is(node.args[0], "quantize"):
+        return node.args[0].args[0]
+    return None
+
+
+def _constant(model: torch.fx.GraphModule, node: Any) -> Any:
+    """The value of a node computed from the model's attributes and constants alone."""
+    if not isinstance(node, torch.fx.Node):
+        return node
+    if node.op == "get_attr":
+        return functools.reduce(getattr, node.target.split("."), model)
+    return node.target(*(_constant(model, arg) for arg in node.args), **node.kwargs)
+
+
+def fake_quantized(quantized: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``quantized`` (converted, not folded) with each per-tensor quantize-dequantize pair as one
+    ``fake_quantize_per_tensor_affine`` and each rounded weight computed once: the same numbers, faster
+    in eager PyTorch."""
+    graph = quantized.graph
+    for dq in list(graph.nodes):
+        source = _rounded(dq)
+        if source is None:
+            continue
+        with graph.inserting_before(dq):
+            if source.op == "get_attr":  # a weight: its rounding, once
+                name = f"rounded_{source.target.replace('.', '_')}"
+                quantized.register_buffer(name, _constant(quantized, dq))
+                fake = graph.get_attr(name)
+            else:
+                fake = graph.call_function(torch.fake_quantize_per_tensor_affine, (source, *dq.args[0].args[1:5]))
+        dq.replace_all_uses_with(fake)
+    graph.eliminate_dead_code()
+    quantized.recompile()
+    return quantized
+
+
 def restored(quantized: torch.fx.GraphModule, layer: str, float_layer: nn.Module) -> torch.fx.GraphModule:
-    """A copy of a converted PT2E model (quantize and dequantize nodes not folded) in which the module
-    ``layer`` runs as ``float_layer`` would in a file that keeps it float: its weights and its input not
-    rounded (unless the input's producer rounds its own output, as a convolution fused with its ReLU
-    does), ``float_layer``'s bias, and its output not rounded when it is the model's output."""
+    """A copy of a :func:`fake_quantized` PT2E model in which the module
+    ``layer`` runs as ``float_layer`` would in a file that keeps it float: ``float_layer``'s weights and
+    bias, its input not rounded (unless the input's producer rounds its own output, as a convolution fused
+    with its ReLU does), and its output not rounded when it is the model's output."""
     model = copy.deepcopy(quantized)
     graph = model.graph
     for node in list(graph.nodes):
@@ -45,22 +86,18 @@ def restored(quantized: torch.fx.GraphModule, layer: str, float_layer: nn.Module
         if not any(_is(node, kind) for kind in _LAYERS) or not stack or stack[-1][0] != layer:
             continue
         args = list(node.args)
-        for i in (0, 1):  # input and weight unrounded, but an input its producer rounds (as in the file)
-            if _is(args[i], "dequantize") and _is(args[i].args[0], "quantize"):
-                source = args[i].args[0].args[0]
-                if getattr(source.meta.get("quantization_annotation"), "output_qspec", None) is None:
-                    args[i] = source
-        args[2] = None
-        if float_layer.bias is not None:
-            name = f"float_bias_{layer.replace('.', '_')}"
-            model.register_buffer(name, float_layer.bias.detach().clone())
+        source = _rounded(args[0])  # the input unrounded, unless its producer rounds it (as in the file)
+        if source is not None and getattr(source.meta.get("quantization_annotation"), "output_qspec", None) is None:
+            args[0] = source
+        for i, value in ((1, float_layer.weight), (2, float_layer.bias)):
+            name = f"float_{layer.replace('.', '_')}_{i}"
+            model.register_buffer(name, None if value is None else value.detach().clone())
             with graph.inserting_before(node):
-                args[2] = graph.get_attr(name)
+                args[i] = None if value is None else graph.get_attr(name)
         node.args = tuple(args)
-        for q in [u for u in node.users if _is(u, "quantize")]:
-            if all(user.op == "output" for dq in q.users for user in dq.users):
-                for dq in list(q.users):
-                    dq.replace_all_uses_with(node)
+        for rounding in [u for u in node.users if _rounded(u) is node]:
+            if all(user.op == "output" for user in rounding.users):
+                rounding.replace_all_uses_with(node)
     graph.eliminate_dead_code()
     model.recompile()
     return model
@@ -77,7 +114,8 @@ def rank_layers(
     """The convolutions and linear layers of ``model`` (but ``keep``, float already), most sensitive to
     int8 first: by the KL divergence from fp32's logits on ``images`` left when each alone is float."""
     images = images[:: max(1, -(-len(images) // RANKING_IMAGES))]
-    quantized = quantize_pt2e(model, calib[:2], quantizer, calib, fold=False, keep=keep, any_batch=True)
+    model = phone_activations(model)  # as the file is quantized
+    quantized = fake_quantized(quantize_pt2e(model, calib[:2], quantizer, calib, fold=False, keep=keep, any_batch=True))
 
     def logits(net: nn.Module) -> torch.Tensor:
         with torch.no_grad():
