@@ -2,14 +2,14 @@
 POINTS --val DIR`` and ``deploy(backend="litert" | "executorch", precision="int8", val=, max_drop=)``.
 
 NNCF's accuracy control works on ONNX models (:mod:`.accuracy_budget`); the PT2E files get per-layer
-sensitivity instead. The model is quantized once in PyTorch as the file will be (:func:`.pt2e.quantize_pt2e`),
-then each convolution and linear layer is put back to float in that graph in turn (:func:`restored`: as a
-file that keeps it float computes it) and the layers are
-ranked by how close that brings the logits on the validation images (at most :data:`RANKING_IMAGES`) to
-fp32's, by KL divergence: one quantization, no runtime. The file is then written and measured in its own
-runtime with the 1, 2, 4, ... most sensitive layers float, and the count between the last two halved down
-to the fewest that keep top-1 within the budget of fp32's (PyTorch's: the fp32 files agree with it to
-1e-4). A budget that all the layers float cannot meet is refused in one sentence.
+sensitivity instead. The model is quantized once in PyTorch as the file will be
+(:func:`.pt2e.quantize_pt2e`), then each convolution and linear layer is put back to float in that graph
+in turn (:func:`restored`: as a file that keeps it float computes it), and the layers are ranked by how
+close that brings the logits on the validation images (at most :data:`RANKING_IMAGES`) to fp32's, by KL
+divergence: one quantization, no runtime. The file is then written and measured in its own runtime with
+the 1, 2, 4, ... most sensitive layers float, and the count between the last two halved down to the
+fewest that keep top-1 within the budget of fp32's (PyTorch's: the fp32 files agree with it to 1e-4).
+A budget that all the layers float cannot meet is refused in one sentence.
 """
 
 from __future__ import annotations
@@ -123,8 +123,8 @@ def rank_layers(
 
     reference = logits(model)
     layers = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear) and n not in keep]
-    unfolded = dict(model.named_modules())
-    score = {n: _kl(reference, logits(restored(quantized, n, unfolded[n]))) for n in layers}
+    modules = dict(model.named_modules())  # as they are in float: their own weights and biases
+    score = {n: _kl(reference, logits(restored(quantized, n, modules[n]))) for n in layers}
     return sorted(layers, key=score.__getitem__)
 
 
