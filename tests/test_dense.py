@@ -374,10 +374,6 @@ def test_detection_phone_files_give_pytorchs_boxes_on_real_photos(tmp_path, caps
     assert (got - ref).abs().mean() < 0.7 * (ref - ref.roll(1, 0)).abs().mean()
     argv = ["eval", "--weights", str(tmp_path / "ssd8.tflite"), "--data", str(data), "--json", "--workers", "0"]
     assert main(argv) == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 4
-    args = ["bench", "--model", "ssdlite_mobilenet_v3_small", "--backends", "eager,litert", "--batch-sizes", "1",
-            "--img-size", "128", "--repeats", "2", "--json"]  # fmt: skip
-    assert main(args) == 0  # the phone file and NMS after it, as an app runs it
-    assert [r["backend"] for r in json.loads(capsys.readouterr().out)] == ["eager", "litert"]
     export(model, tmp_path / "ssd.mlpackage", "coreml")  # Core ML: the same outputs, inspected (no predictions here)
     (out,) = ct.models.MLModel(str(tmp_path / "ssd.mlpackage"), skip_model_load=True).get_spec().description.output
     assert out.name == "detections" and list(out.type.multiArrayType.shape)[2] == 4 + 91

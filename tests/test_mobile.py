@@ -121,6 +121,8 @@ def test_channels_last_input_and_refusals(tmp_path, monkeypatch, capsys):
         export(model, bad / "missing" / "m.pte", "pte")
     with pytest.raises(ExportError, match="does not exist"):
         export(model, bad / "m.pte", "pte", int8=True, calib=bad / "no-such-folder")
+    with pytest.raises(ExportError, match="budget .* is for int8 ONNX, LiteRT and ExecuTorch files"):
+        export(model, bad / "m.tflite", "tflite", val=bad, max_drop=1)  # a budget without int8
     monkeypatch.setattr(
         importlib.import_module("mobilenets.deploy.contract"), "RTOL", 0.0
     )  # a runtime that departs from PyTorch: refused

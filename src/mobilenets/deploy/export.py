@@ -43,23 +43,23 @@ def export(
     float (NHWC with ``channels_last_input``, phone formats only), normalized as ``model.pretrained_cfg``
     says; every file carries that, the class names and the architecture. ``int8=True`` quantizes,
     calibrated on ``calib`` (a folder of images, ``calib_size`` of them read, or a tensor): ONNX, LiteRT,
-    ExecuTorch; Core ML int8 is weight-only. ONNX int8 with ``val`` (labelled images) keeps the most
-    sensitive layers float until top-1 on them is within ``max_drop`` points of fp32. A model imported from a
-    quantized TFLite file keeps that file's quantization in int8 ONNX, LiteRT and ExecuTorch unless
-    ``recalibrate``. Returns a report."""
+    ExecuTorch; Core ML int8 is weight-only. int8 with ``val`` (labelled images; ONNX, LiteRT, ExecuTorch)
+    keeps the most sensitive layers float until top-1 on them is within ``max_drop`` points of fp32. A model
+    imported from a quantized TFLite file keeps that file's quantization in int8 ONNX, LiteRT and ExecuTorch
+    unless ``recalibrate`` or ``val``. Returns a report."""
     check_output(path, format)
     if int8:
         check_calib_size(calib_size)
     model = exportable(model, format, int8)
-    if val is not None and not (int8 and format == "onnx"):
-        raise ExportError(
-            "An accuracy budget (val=, max_drop=) is for int8 ONNX export: pass int8=True, format='onnx'."
-        )
+    if val is not None and not (int8 and format in ("onnx", "tflite", "pte")):
+        raise ExportError("An accuracy budget (val=, max_drop=) is for int8 ONNX, LiteRT and ExecuTorch files: "
+                          "pass int8=True and format='onnx', 'tflite' or 'pte'.")  # fmt: skip
     if channels_last_input and format not in MOBILE_FORMATS:
         raise ExportError("channels_last_input is for the phone formats (tflite, pte, coreml).")
     if format in ("tflite", "pte", "coreml"):
         return export_mobile(model, path, format, img_size, class_names, calib if int8 else None, calib_size,
-                             channels_last_input=channels_last_input, int8=int8, recalibrate=recalibrate)  # fmt: skip
+                             channels_last_input=channels_last_input, int8=int8, recalibrate=recalibrate,
+                             val=val, max_drop=max_drop)  # fmt: skip
     if int8:
         if format != "onnx":
             raise ExportError(f"int8 is not offered for {format}; use onnx, tflite, pte or coreml.")
