@@ -168,6 +168,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     import json
 
+    from mobilenets.deploy.accuracy_budget import BUDGET_FORMATS
     from mobilenets.deploy.contract import check_output
     from mobilenets.deploy.export import export
     from mobilenets.deploy.mobile import export_mobile
@@ -196,7 +197,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     onnx_only = [f for f, on in (("--weight-bits", args.weight_bits != "auto"), ("--qat", args.qat)) if on]
     if onnx_only and (not args.int8 or args.format != "onnx"):
         raise UserError(f"{onnx_only[0]} goes with --int8 --format onnx.")
-    if args.max_drop is not None and (not args.int8 or args.format not in ("onnx", "tflite", "pte")):
+    if args.max_drop is not None and (not args.int8 or args.format not in BUDGET_FORMATS):
         raise UserError("--max-drop goes with --int8 and --format onnx, tflite or pte.")
     if args.channels_last_input and args.format not in ("tflite", "pte", "coreml"):
         raise UserError("--channels-last-input is for the phone formats (tflite, pte, coreml).")

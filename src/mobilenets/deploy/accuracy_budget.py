@@ -32,6 +32,16 @@ def check_max_drop(max_drop: Any) -> None:
         raise ExportError(f"The accuracy budget (max_drop) must be a number of points from 0 to 100, got {max_drop!r}.")
 
 
+BUDGET_FORMATS = ("onnx", "tflite", "pte")  # the int8 files an accuracy budget is measured for
+
+
+def check_budget_format(int8: bool, format: str) -> None:
+    """Refuse an accuracy budget for a file that is not int8 ONNX, LiteRT or ExecuTorch."""
+    if not (int8 and format in BUDGET_FORMATS):
+        raise ExportError("An accuracy budget (val=, max_drop=) is for int8 ONNX, LiteRT and ExecuTorch files: "
+                          "pass int8=True and format='onnx', 'tflite' or 'pte'.")  # fmt: skip
+
+
 def validation_set(data: str | Path, cfg: dict[str, Any], class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The images and labels of ``data`` (as ``eval --data`` takes it), preprocessed as ``cfg`` says."""
     samples = find_eval_set(data, class_names).samples

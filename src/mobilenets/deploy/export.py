@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mobilenets.deploy.accuracy_budget import check_budget_format
 from mobilenets.deploy.contract import check_output, model_metadata
 from mobilenets.deploy.detection import detection_onnx
 from mobilenets.deploy.mobile import export_mobile
@@ -51,9 +52,8 @@ def export(
     if int8:
         check_calib_size(calib_size)
     model = exportable(model, format, int8)
-    if val is not None and not (int8 and format in ("onnx", "tflite", "pte")):
-        raise ExportError("An accuracy budget (val=, max_drop=) is for int8 ONNX, LiteRT and ExecuTorch files: "
-                          "pass int8=True and format='onnx', 'tflite' or 'pte'.")  # fmt: skip
+    if val is not None:
+        check_budget_format(int8, format)
     if channels_last_input and format not in MOBILE_FORMATS:
         raise ExportError("channels_last_input is for the phone formats (tflite, pte, coreml).")
     if format in ("tflite", "pte", "coreml"):

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilenets.deploy.accuracy_budget import validation_set
+from mobilenets.deploy.accuracy_budget import check_budget_format, validation_set
 from mobilenets.deploy.contract import check_parity, model_metadata
 from mobilenets.deploy.detection import check_int8_detector, check_phone_detector
 from mobilenets.deploy.phone_budget import rank_layers, search, top1
@@ -226,9 +226,10 @@ def export_mobile(
     path, size = check_exportable(model, path, img_size, format)
     meta = model_metadata(model, class_names, size)
     int8 = int8 or calib is not None
-    if val is not None and not (int8 and format != "coreml"):
-        raise ExportError("An accuracy budget (val=, max_drop=) is for int8 ONNX, LiteRT and ExecuTorch files.")
-    valset = validation_set(val, meta["pretrained_cfg"], meta["class_names"]) if val is not None else None
+    valset = None
+    if val is not None:
+        check_budget_format(int8, format)
+        valset = validation_set(val, meta["pretrained_cfg"], meta["class_names"])
     carry = format != "coreml" and not recalibrate and val is None
     source = int8_source(model, calib, size, calib_size, carry=carry) if int8 else None
     net = fuse(model.eval())
