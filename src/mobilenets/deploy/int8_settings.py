@@ -8,6 +8,13 @@ there weights use 7 of the 8 bits (NNCF's overflow fix for every convolution). C
 products (AVX512-VNNI, AVX-VNNI, AMX, ARM dot-product) do not saturate and get full 8-bit weights. The
 choice is stored in the file's metadata (``int8``), and running an 8-bit file on a CPU that saturates
 it is warned about.
+
+Activations follow the weight bits: with 8-bit weights (the VNNI/AMX setting) NNCF's performance preset
+quantizes them symmetrically (int8, uint8 where they are never negative); with 7-bit weights (AVX2) the
+mixed preset gives signed activations a zero point. OpenVINO's AMX kernels take no input zero point: with
+zero points its int8 V2 ran 20 of its 34 pointwise convolutions in fp32 and 0.58x ONNX Runtime fp32's
+latency, symmetric 0.36x (V3-Small 1.27x -> 0.74x), top-1 within 3 of 1300 images either way
+(benchmarks/RESULTS.md, "Symmetric activations on VNNI/AMX").
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ def weight_bits(bits: int | str = "auto") -> int:
 def int8_metadata(bits: int) -> dict[str, Any]:
     """What an int8 file records of its settings (the ``int8`` entry of its metadata)."""
     runs_on = "any CPU" if bits == 7 else "CPUs with VNNI, AMX or ARM dot-product (AVX2 alone saturates)"
-    return {"weight_bits": bits, "activations": "uint8 per tensor", "runs_exactly_on": runs_on,
+    activations = "uint8 per tensor" if bits == 7 else "int8 per tensor, symmetric (uint8 where never negative)"
+    return {"weight_bits": bits, "activations": activations, "runs_exactly_on": runs_on,
             "made_on": cpu_info().summary}  # fmt: skip
 
 
@@ -41,7 +49,8 @@ def nncf_options(
     stem: list[str], subset_size: int, bits: int, graph: bool = True, histogram: bool | None = None
 ) -> dict[str, Any]:
     """The ``nncf.quantize`` settings this package uses for post-training and quantization-aware
-    training alike: mixed preset, ``bits``-bit weights (7 or 8), the stem (node names ``stem``) left in
+    training alike: ``bits``-bit weights (7 or 8) and the activations that go with them (mixed preset
+    for 7, performance for 8; see the module's docstring), the stem (node names ``stem``) left in
     fp32. For a ``graph`` (ONNX, post-training) model also activation ranges from histograms (NNCF's
     ``HISTOGRAM`` estimator, not the mean of per-image min/max) and NNCF's full bias correction, which
     its Torch backend lacks; quantization-aware training learns its ranges and starts from NNCF's
@@ -63,7 +72,8 @@ def nncf_options(
     advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE if bits == 7 else OverflowFix.DISABLE)
     if graph if histogram is None else histogram:
         advanced.activations_range_estimator_params = RangeEstimatorParametersSet.HISTOGRAM
-    options = dict(preset=nncf.QuantizationPreset.MIXED, subset_size=subset_size,
+    preset = nncf.QuantizationPreset.MIXED if bits == 7 else nncf.QuantizationPreset.PERFORMANCE
+    options = dict(preset=preset, subset_size=subset_size,
                    ignored_scope=nncf.IgnoredScope(names=stem), advanced_parameters=advanced)  # fmt: skip
     return options | ({"fast_bias_correction": False} if graph else {})
 

@@ -2,7 +2,7 @@
 
 Chosen by measurement (benchmarks/RESULTS.md): NNCF places the quantizers where OpenVINO's int8
 kernels want them, and the QDQ file it writes runs in OpenVINO and in ONNX Runtime. Weights are int8
-per channel (symmetric), activations uint8 per tensor (asymmetric: NNCF's "mixed" preset), with bias
+per channel (symmetric), activations per tensor (symmetric or with zero points, by the weight bits), with bias
 correction, calibrated on the user's images; the stem convolution, which reads the image, stays fp32
 (a few percent of the multiply-adds). Settings and their measurements: :mod:`.int8_settings`.
 Weight bits follow the CPU (:func:`.int8_settings.weight_bits`). ONNX Runtime's own static quantization

@@ -1,0 +1,103 @@
+"""Activations with zero points (NNCF's mixed preset) or symmetric (performance) in the int8 ONNX file.
+
+    python benchmarks/bench_int8_activations.py [--limit N] [--calib DIR]
+
+For Google's V2 and V3-Small (recalibrated, as ``--recalibrate`` does) and float V1 0.25 (TFLite files in
+../shared/data/weights): ``quantize_onnx`` with this CPU's weight bits, once with each preset (the preset
+swapped in ``nncf_options``, all else as ``export --int8`` does), calibrated on ``--calib`` (default: the
+COCO photos). Top-1 of each file in ONNX Runtime and OpenVINO on the 1300 ImageNet images, against the
+fp32 export's; how many convolutions OpenVINO runs in fp32 (its profiling counters); and batch-1 latency
+(2 threads) of the file in OpenVINO as a ratio to ONNX Runtime running the fp32 export, in the same run.
+Prints Markdown rows for benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mobilenets.data.preprocess import to_tensor
+from mobilenets.deploy import int8_settings, quantize
+from mobilenets.deploy.bench import bench_header
+from mobilenets.deploy.onnx import onnx_bytes
+from mobilenets.evaluate.litert import eval_pixels
+from mobilenets.runtime.runners import measure_ms, onnxruntime_runner, openvino_runner
+from mobilenets.weights.factory import load_tflite
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+FILES = ["mobilenet_v2_1.0_224_quant", "mobilenet_v3_small_1.0_224_uint8", "mobilenet_v1_0.25_224_float"]
+
+
+def _with_preset(preset: str):
+    """``nncf_options`` with NNCF's ``preset`` in place of the one the weight bits choose."""
+    import nncf
+
+    def options(*args, **kwargs):
+        return int8_settings.nncf_options(*args, **kwargs) | {"preset": getattr(nncf.QuantizationPreset, preset)}
+
+    return options
+
+
+def _top1(run, x: np.ndarray, labels: np.ndarray) -> float:
+    out = np.concatenate([run(x[i : i + 1]) for i in range(len(x))])
+    return float((out.argmax(1) == labels).mean() * 100)
+
+
+def _fp32_convs(data: bytes, x: np.ndarray) -> int:
+    """Convolutions OpenVINO compiled to fp32 kernels in an int8 file (stem included)."""
+    import openvino as ov
+
+    config = {"INFERENCE_NUM_THREADS": 2, "INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True}
+    request = ov.Core().compile_model(ov.Core().read_model(data), "CPU", config).create_infer_request()
+    request.infer({0: x})
+    return sum(
+        p.status.name == "EXECUTED" and "Convolution" in p.node_type and "f32" in p.exec_type
+        for p in request.get_profiling_info()
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--calib", default=str(DATA / "coco128" / "images"))
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    with (DATA / "imagenet-val-1300" / "labels.csv").open() as f:
+        rows = list(csv.DictReader(f))[: args.limit]
+    labels = np.array([int(r["label"]) for r in rows])
+    print(bench_header(2) + f"; int8 weight bits {int8_settings.weight_bits()}; --calib {args.calib}\n")
+    print("| model | fp32 top-1 | activations | ORT int8 top-1 | OpenVINO int8 top-1 | convolutions OpenVINO runs "
+          "in fp32 | OpenVINO int8 ms / ORT fp32 ms (ratio) |\n|---|---|---|---|---|---|---|")  # fmt: skip
+    for name in FILES:
+        model = load_tflite(DATA / "weights" / f"{name}.tflite").eval()
+        pixels = eval_pixels([DATA / "imagenet-val-1300" / "images" / r["file"] for r in rows], model.pretrained_cfg)
+        x = torch.stack([to_tensor(p, model.pretrained_cfg) for p in pixels]).numpy()
+        calib = quantize.calibration_batch(args.calib, model.pretrained_cfg)
+        fp32 = onnx_bytes(model, torch.from_numpy(x[:1]))
+        peer = onnxruntime_runner(fp32, "fp32")
+        files = {}
+        for preset, said in (("MIXED", "zero points (mixed)"), ("PERFORMANCE", "symmetric (performance)")):
+            quantize.nncf_options = _with_preset(preset)
+            files[said] = quantize.quantize_onnx(fp32, calib)[0]
+        quantize.nncf_options = int8_settings.nncf_options
+        runs = {"peer": peer, **{said: openvino_runner(data, "int8") for said, data in files.items()}}
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for _ in range(8):  # rounds over all three, so that drifting load hits them alike
+            for k, run in runs.items():
+                times[k].append(statistics.median(measure_ms(run, x[:1], 20)))
+        ms = {k: statistics.median(v) for k, v in times.items()}
+        ref = _top1(peer, x, labels)
+        for said, data in files.items():
+            ort, ov = _top1(onnxruntime_runner(data, "int8"), x, labels), _top1(runs[said], x, labels)
+            print(f"| {name} | {ref:.2f} | {said} | {ort:.2f} ({ort - ref:+.2f}) | {ov:.2f} ({ov - ref:+.2f}) | "
+                  f"{_fp32_convs(data, x[:1])} | {ms[said]:.2f} / {ms['peer']:.2f} ({ms[said] / ms['peer']:.2f}) |",
+                  flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
