@@ -26,7 +26,7 @@ from mobilenets.deploy import int8_settings, quantize
 from mobilenets.deploy.bench import bench_header
 from mobilenets.deploy.onnx import onnx_bytes
 from mobilenets.evaluate.litert import eval_pixels
-from mobilenets.runtime.runners import measure_ms, onnxruntime_runner, openvino_runner
+from mobilenets.runtime.runners import measure_ms, onnxruntime_runner, openvino_kernels, openvino_runner
 from mobilenets.weights.factory import load_tflite
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -50,15 +50,7 @@ def _top1(run, x: np.ndarray, labels: np.ndarray) -> float:
 
 def _fp32_convs(data: bytes, x: np.ndarray) -> int:
     """Convolutions OpenVINO compiled to fp32 kernels in an int8 file (stem included)."""
-    import openvino as ov
-
-    config = {"INFERENCE_NUM_THREADS": 2, "INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True}
-    request = ov.Core().compile_model(ov.Core().read_model(data), "CPU", config).create_infer_request()
-    request.infer({0: x})
-    return sum(
-        p.status.name == "EXECUTED" and "Convolution" in p.node_type and "f32" in p.exec_type
-        for p in request.get_profiling_info()
-    )
+    return sum("Convolution" in op and "f32" in kernel for op, kernel, _ in openvino_kernels(data, x))
 
 
 def main() -> None:

@@ -12,8 +12,8 @@ it is warned about.
 Activations follow the weight bits: with 8-bit weights (the VNNI/AMX setting) NNCF's performance preset
 quantizes them symmetrically (int8, uint8 where they are never negative); with 7-bit weights (AVX2) the
 mixed preset gives signed activations a zero point. OpenVINO's AMX kernels take no input zero point: with
-zero points its int8 V2 ran 20 of its 34 pointwise convolutions in fp32 and 0.58x ONNX Runtime fp32's
-latency, symmetric 0.36x (V3-Small 1.27x -> 0.74x), top-1 within 3 of 1300 images either way
+zero points its int8 V2 ran 14 of its 34 pointwise convolutions in fp32 and 0.58x ONNX Runtime fp32's
+latency, symmetric 0.36x (V3-Small 1.18x -> 0.71x), top-1 within 4 of 1300 images either way
 (benchmarks/RESULTS.md, "Symmetric activations on VNNI/AMX").
 """
 

@@ -115,6 +115,22 @@ def openvino_runner(data: bytes | str, precision: str, threads: int = 2) -> Runn
     return run
 
 
+def openvino_kernels(data: bytes | str, x: np.ndarray) -> list[tuple[str, str, str]]:
+    """(operation, kernel, node name) of each operation OpenVINO executed on ``x``, as its profiling
+    counters name them: e.g. ``("Convolution", "brgconv_avx512_amx_1x1_I8", "/blocks/...")``. With the
+    f32 hint, as :func:`openvino_runner` compiles int8 files."""
+    with needs("The openvino backend"):
+        import openvino as ov
+
+    config = {"INFERENCE_NUM_THREADS": 2, "INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True}
+    core = ov.Core()
+    model = core.read_model(data) if isinstance(data, bytes) else core.read_model(str(data))
+    request = core.compile_model(model, "CPU", config).create_infer_request()
+    request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+    done = [p for p in request.get_profiling_info() if p.status.name == "EXECUTED"]
+    return [(p.node_type, p.exec_type, p.node_name) for p in done]
+
+
 def litert_io(data: bytes | str | os.PathLike, threads: int = 2,
               builtin: bool = False) -> tuple[Any, dict[str, Any], dict[str, Any]]:  # fmt: skip
     """LiteRT's interpreter over a ``.tflite`` (bytes or path), with its input and output details; its
