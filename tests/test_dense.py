@@ -19,8 +19,10 @@ from conftest import RESUMED_STATE, random_net, same_state, shared_path
 from mobilenets import create_model
 from mobilenets.cli import main
 from mobilenets.data.dense import load_detection_data, load_segmentation_data, read_coco_json
+from mobilenets.deploy import mobile
 from mobilenets.deploy.detection import detection_diff
 from mobilenets.deploy.export import export
+from mobilenets.deploy.pt2e import float_outputs, phone_activations, quantize_pt2e
 from mobilenets.deploy.wrappers import DetectionOutputs
 from mobilenets.evaluate.dense import coco_map, confusion, label_lut, segmentation_scores
 from mobilenets.runtime.detection import to_square
@@ -372,6 +374,14 @@ def test_detection_phone_files_give_pytorchs_boxes_on_real_photos(tmp_path, caps
         ref = DetectionOutputs(model).eval()(x)[..., 4:]
     got = torch.from_numpy(open_runner("litert", tmp_path / "ssd8.tflite", "int8")(x.numpy()))[..., 4:]
     assert (got - ref).abs().mean() < 0.7 * (ref - ref.roll(1, 0)).abs().mean()
+    # ExecuTorch's quantizer, as its file computes (in PyTorch: lowering takes 40 s more): the outputs' own
+    # operations float, as phone_bytes keeps them; quantized, the probabilities shared the boxes' 1/256 grid
+    # (4 distinct values, 5.8x the photo-to-photo difference)
+    outputs = phone_activations(DetectionOutputs(model).eval())
+    int8 = quantize_pt2e(outputs, x[:2], mobile._quantizer("pte"), x, keep=float_outputs(outputs), any_batch=True)
+    with torch.inference_mode():
+        got = int8(x)[..., 4:]
+    assert len(got.unique()) > 1000 and (got - ref).abs().mean() < 0.7 * (ref - ref.roll(1, 0)).abs().mean()
     argv = ["eval", "--weights", str(tmp_path / "ssd8.tflite"), "--data", str(data), "--json", "--workers", "0"]
     assert main(argv) == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 4
     export(model, tmp_path / "ssd.mlpackage", "coreml")  # Core ML: the same outputs, inspected (no predictions here)

@@ -35,7 +35,7 @@ from mobilenets.deploy.accuracy_budget import check_budget_format, validation_se
 from mobilenets.deploy.contract import check_parity, model_metadata
 from mobilenets.deploy.detection import check_int8_detector, check_phone_detector
 from mobilenets.deploy.phone_budget import rank_layers, search, top1
-from mobilenets.deploy.pt2e import float_layers, phone_activations, quantize_pt2e
+from mobilenets.deploy.pt2e import float_layers, float_outputs, phone_activations, quantize_pt2e
 from mobilenets.deploy.pt2e_carried import carried_pt2e
 from mobilenets.deploy.quantize import int8_source
 from mobilenets.deploy.wrappers import DetectionOutputs, NHWCInput, check_exportable
@@ -137,11 +137,12 @@ def _coreml_model(model: nn.Module, x: torch.Tensor, int8: bool, meta: dict[str,
 
 def phone_bytes(model: nn.Module, fmt: str, x: torch.Tensor, source: Any, keep: Collection[str] = ()) -> bytes:
     """A ``tflite`` or ``pte`` file's bytes for an eval-mode model taking ``x``; int8 when ``source`` is given
-    (calibration images, with the modules ``keep`` and :func:`.pt2e.float_layers` in LiteRT left float; or
+    (calibration images, with the modules ``keep``, :func:`.pt2e.float_layers` and
+    :func:`.pt2e.float_outputs` left float; or
     the :class:`Plan` of a quantized TFLite import's own quantization).
     Attention (MobileNetV4's hybrids) is traced as explicit matmuls and softmax: the same numbers, and
     ExecuTorch's lowering of the fused kernel's output turned a later reshape into an impossible view."""
-    keep = set(keep) | (float_layers(model) if fmt == "tflite" else set())
+    keep = set(keep) | float_layers(model, fmt) | float_outputs(model)
     with quiet(), explicit_attention():
         return (_tflite_bytes if fmt == "tflite" else _pte_bytes)(phone_activations(model), x, source, keep)
 
@@ -154,7 +155,7 @@ def phone_int8(
     points of fp32's (:mod:`.phone_budget`), refused in one sentence if it cannot be."""
     if isinstance(source, Plan):
         return phone_bytes(model, fmt, x, source), source.summary()
-    info = {"quantization": "calibrated (PT2E)", "kept_float": sorted(float_layers(model)) if fmt == "tflite" else []}
+    info = {"quantization": "calibrated (PT2E)", "kept_float": sorted(float_layers(model, fmt))}
     if val is None:
         return phone_bytes(model, fmt, x, source), info
     images, labels = val

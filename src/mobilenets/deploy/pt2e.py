@@ -19,6 +19,9 @@ In LiteRT a classifier's last linear layer stays float (:func:`float_layers`): i
 weights and the logits it writes) it cost Google's float V1 0.25 3.15 points (ants/bees as --calib) and
 0.92 (COCO); float, 0.08 and 0.31, for 0.6% of the multiply-adds, but its weights in fp32 (V1 0.25's file 0.61 ->
 1.35 MB; V2's about +3.8 MB). ExecuTorch keeps it int8 (0.62 point, its file 4x smaller).
+A detector's own operations after its head (box decoding, softmax, the concatenation of boxes and
+probabilities: :func:`float_outputs`) stay float in both: quantized, the probabilities and the boxes shared
+one [0, 1] grid of 1/256 steps, and ExecuTorch's int8 SSDLite gave 4 distinct probability values.
 """
 
 from __future__ import annotations
@@ -31,23 +34,35 @@ from typing import Any
 import torch
 from torch import nn
 
+from mobilenets.deploy.wrappers import DetectionOutputs
 from mobilenets.util.extras import needs
 
 WEIGHT_LEVELS = 127  # symmetric int8 weights of both quantizers: [-127, 127] per output channel
 
 
-def float_layers(model: nn.Module) -> set[str]:
-    """The layers an int8 file keeps float: a classifier's final linear layer (``classifier``)."""
+def float_layers(model: nn.Module, fmt: str) -> set[str]:
+    """The layers an int8 ``fmt`` file keeps float: in LiteRT a classifier's final linear layer
+    (``classifier``)."""
+    if fmt != "tflite":
+        return set()
     return {n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.split(".")[-1] == "classifier"}
 
 
+def float_outputs(model: nn.Module) -> set[str]:
+    """The modules whose own operations an int8 file keeps float: a detector's outputs (its
+    :class:`.wrappers.DetectionOutputs`: box decoding, softmax and concatenation; its head stays int8)."""
+    return {n for n, m in model.named_modules() if isinstance(m, DetectionOutputs)}
+
+
 def keeping_float(inner: Any, keep: Collection[str]) -> Any:
-    """``inner`` (LiteRT's or ExecuTorch's PT2E quantizer) without its annotations inside the modules
-    ``keep`` (names): they run in float, their inputs dequantized."""
+    """``inner`` (LiteRT's or ExecuTorch's PT2E quantizer) without its annotations on the operations of the
+    modules ``keep`` (names) themselves, not of their submodules: those run in float, their inputs
+    dequantized."""
 
     def drop(model: torch.fx.GraphModule) -> None:
         for node in model.graph.nodes:
-            if any(path in keep for path, _ in node.meta.get("nn_module_stack", {}).values()):
+            stack = list(node.meta.get("nn_module_stack", {}).values())
+            if stack and stack[-1][0] in keep:
                 node.meta.pop("quantization_annotation", None)
 
     return annotating(inner, drop)
@@ -189,7 +204,8 @@ def quantize_pt2e(
 ) -> nn.Module:
     """The PT2E int8 model of ``model`` (ReLU6 as :class:`Clamp6`), traced on ``x`` (for any batch size
     with ``any_batch``; ``x`` then holds two inputs): bias corrected, prepared, calibrated one image at a
-    time (the exported batch size), ReLU6 ranges pinned, converted; the modules ``keep`` (names) float."""
+    time (the exported batch size), ReLU6 ranges pinned, converted; the operations of the modules ``keep``
+    (names; not of their submodules) float."""
     with needs("int8 for the phone formats"):
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
