@@ -244,12 +244,7 @@ def export_mobile(
     report = {"path": str(path), "format": format, "img_size": size, "precision": meta["precision"],
               "input_layout": meta["input_layout"]}  # fmt: skip
     if format == "coreml":
-        with quiet():
-            ml = _coreml_model(net, x, int8, meta)
-        report |= _check_runtime(format, b"", net, x, int8)
-        _save_package(ml, path)
-        report["bytes"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-        return report
+        return report | _write_coreml(net, x, int8, meta, path)
     if source is None:
         data = phone_bytes(net, format, x, None)
     else:
@@ -263,6 +258,15 @@ def export_mobile(
     atomic_write_bytes(sidecar(path), json.dumps(meta).encode())
     atomic_write_bytes(path, data)
     return report | {"bytes": len(data), "metadata": str(sidecar(path))}
+
+
+def _write_coreml(net: nn.Module, x: torch.Tensor, int8: bool, meta: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The Core ML package of ``net`` written at ``path``, metadata inside; its part of the report."""
+    with quiet():
+        ml = _coreml_model(net, x, int8, meta)
+    check = _check_runtime("coreml", b"", net, x, int8)
+    _save_package(ml, path)
+    return check | {"bytes": sum(f.stat().st_size for f in path.rglob("*") if f.is_file())}
 
 
 def _nhwc(batch: Any) -> Any:

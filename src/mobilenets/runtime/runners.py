@@ -240,11 +240,11 @@ def open_runner(runtime: str, source: Any, precision: str, threads: int = 2) -> 
 
 def measure_ms(run: Callable[[np.ndarray], Any], x: np.ndarray, repeats: int = 20,
                min_seconds: float = 0.0) -> list[float]:  # fmt: skip
-    """Latencies (ms) of ``repeats`` calls after a warm-up of at least 3 calls and 0.1 s. (ONNX Runtime's
+    """Latencies (ms) of ``repeats`` calls after a warm-up of at least 3 calls and 50 ms. (ONNX Runtime's
     threads keep spinning for tens of ms after a call: the next runtime's first calls in the same process
     ran 1.4x slower, and with 3 warm-up calls OpenVINO's int8 V2 timed 2.37 ms instead of 1.78.)"""
     warm, calls = time.perf_counter(), 0
-    while calls < 3 or time.perf_counter() - warm < 0.1:
+    while calls < 3 or time.perf_counter() - warm < 0.05:
         run(x)
         calls += 1
     times, start = [], time.perf_counter()
