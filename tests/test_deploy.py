@@ -324,8 +324,18 @@ def test_int8_accuracy_on_real_images(tmp_path, name, imagenet_224):
     x, y = imagenet_224[key]
     fp32 = FP32_TOP1[name] if name in FP32_TOP1 else _top1(tmp_path / "f.onnx", x, y)  # V2's: test_tflite pins it
     assert len(y) == 1300 and fp32 > 0.6
-    carried = "quantization" in json.loads(onnx.load(tmp_path / "qauto.onnx").metadata_props[0].value)["int8"]
+    proto = onnx.load(tmp_path / "qauto.onnx")
+    carried = "quantization" in json.loads(proto.metadata_props[0].value)["int8"]
     assert carried == ("float" not in name)
+    if not carried:  # each ReLU6 output on all of [0, 6] (NNCF's histograms cut some at 3.3-4.5)
+        made_by = {out: node.op_type for node in proto.graph.node for out in node.output}
+        grids = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+        relu6 = [
+            grids[n.input[1]]
+            for n in proto.graph.node
+            if n.op_type == "QuantizeLinear" and made_by.get(n.input[0]) == "Clip"
+        ]
+        assert len(relu6) == 27 and all(np.allclose(scale, 6 / 255) for scale in relu6)
     assert 100 * (fp32 - _top1(tmp_path / "qauto.onnx", x, y)) <= (MAX_DROP if carried else 1.5)
     if "v3" in name and importlib.util.find_spec("openvino"):  # the same file in OpenVINO (squeeze-excite fp32)
         run = openvino_runner((tmp_path / "qauto.onnx").read_bytes(), "int8")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from mobilenets.data.preprocess import preprocess
-from mobilenets.deploy.int8_settings import nncf_options, shrink_weights, stem_nodes, weight_bits
+from mobilenets.deploy.int8_settings import nncf_options, pin_relu6_ranges, shrink_weights, stem_nodes, weight_bits
 from mobilenets.evaluate.classify import find_eval_set
 from mobilenets.runtime.runners import onnx_session
 from mobilenets.util.errors import ExportError
@@ -94,6 +94,7 @@ def quantize_within(
     def as_written(candidate: Any) -> tuple[Any, list[str]]:
         written, kept = onnx.ModelProto(), sorted(float_layers(candidate) - plain)
         written.CopyFrom(candidate)
+        pin_relu6_ranges(written)
         shrink_weights(written, keep=stem | set(kept))
         return written, kept
 

@@ -2,11 +2,11 @@
 
 Chosen by measurement (benchmarks/RESULTS.md): NNCF places the quantizers where OpenVINO's int8
 kernels want them, and the QDQ file it writes runs in OpenVINO and in ONNX Runtime. Weights are int8
-per channel (symmetric), activations per tensor (symmetric or with zero points, by the weight bits), with bias
-correction, calibrated on the user's images; the stem convolution, which reads the image, stays fp32
-(a few percent of the multiply-adds). Settings and their measurements: :mod:`.int8_settings`.
-Weight bits follow the CPU (:func:`.int8_settings.weight_bits`). ONNX Runtime's own static quantization
-is slower in both runtimes here (U8U8 ran 1.7x the fp32 model).
+per channel (symmetric), activations per tensor (symmetric or with zero points, by the weight bits), with
+bias correction and each ReLU6's output on all of [0, 6], calibrated on the user's images; the stem
+convolution, which reads the image, stays fp32 (a few percent of the multiply-adds). Settings and their
+measurements: :mod:`.int8_settings`. Weight bits follow the CPU (:func:`.int8_settings.weight_bits`).
+ONNX Runtime's own static quantization is slower in both runtimes here (U8U8 ran 1.7x the fp32 model).
 """
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ from mobilenets.data.images import BUILTIN
 from mobilenets.data.preprocess import list_images, preprocess
 from mobilenets.deploy.accuracy_budget import check_max_drop, quantize_within, validation_set
 from mobilenets.deploy.contract import model_metadata, sized_cfg
-from mobilenets.deploy.int8_settings import int8_metadata, nncf_options, shrink_weights, stem_nodes, weight_bits
+from mobilenets.deploy.int8_settings import (
+    int8_metadata,
+    nncf_options,
+    pin_relu6_ranges,
+    shrink_weights,
+    stem_nodes,
+    weight_bits,
+)
 from mobilenets.deploy.onnx import add_metadata, check_onnx, onnx_bytes
 from mobilenets.deploy.qat import qat_check, qat_finetune, qat_onnx
 from mobilenets.deploy.wrappers import check_exportable, exportable
@@ -117,6 +124,7 @@ def quantize_onnx(
             if "bins" not in str(exc):
                 raise
             out = nncf.quantize(model, dataset, **nncf_options(stem, len(inputs), bits, histogram=False))
+    pin_relu6_ranges(out)
     shrink_weights(out, keep=set(stem))
     budget: dict[str, Any] = {}
     if val is not None:

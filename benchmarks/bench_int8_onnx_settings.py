@@ -1,11 +1,12 @@
-"""Activations with zero points (NNCF's mixed preset) or symmetric (performance) in the int8 ONNX file.
+"""The int8 ONNX file's settings, one at a time: activations with zero points (NNCF's mixed preset) or
+symmetric (performance), ReLU6 outputs on NNCF's ranges or pinned to [0, 6].
 
-    python benchmarks/bench_int8_activations.py [--limit N] [--calib DIR]
+    python benchmarks/bench_int8_onnx_settings.py [--limit N] [--calib DIR]
 
 For Google's V2 and V3-Small (recalibrated, as ``--recalibrate`` does) and float V1 0.25 (TFLite files in
-../shared/data/weights): ``quantize_onnx`` with this CPU's weight bits, once with each preset (the preset
-swapped in ``nncf_options``, all else as ``export --int8`` does), calibrated on ``--calib`` (default: the
-COCO photos). Top-1 of each file in ONNX Runtime and OpenVINO on the 1300 ImageNet images, against the
+../shared/data/weights): ``quantize_onnx`` with this CPU's weight bits, as ``export --int8`` does, and with
+the preset swapped in ``nncf_options`` or ``pin_relu6_ranges`` left out, calibrated on ``--calib``
+(default: the COCO photos). Top-1 of each file in ONNX Runtime and OpenVINO on the 1300 ImageNet images, against the
 fp32 export's; how many convolutions OpenVINO runs in fp32 (its profiling counters); and batch-1 latency
 (2 threads) of the file in OpenVINO as a ratio to ONNX Runtime running the fp32 export, in the same run.
 Prints Markdown rows for benchmarks/RESULTS.md.
@@ -33,14 +34,21 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FILES = ["mobilenet_v2_1.0_224_quant", "mobilenet_v3_small_1.0_224_uint8", "mobilenet_v1_0.25_224_float"]
 
 
-def _with_preset(preset: str):
-    """``nncf_options`` with NNCF's ``preset`` in place of the one the weight bits choose."""
+def _settings(preset: str, pin: bool):
+    """``quantize_onnx``'s helpers with NNCF's ``preset`` and ReLU6 ranges pinned or not."""
     import nncf
 
     def options(*args, **kwargs):
         return int8_settings.nncf_options(*args, **kwargs) | {"preset": getattr(nncf.QuantizationPreset, preset)}
 
-    return options
+    return options, int8_settings.pin_relu6_ranges if pin else (lambda model: 0)
+
+
+VARIANTS = {  # label: (NNCF preset, ReLU6 ranges pinned)
+    "zero points (mixed), NNCF's ReLU6 ranges": ("MIXED", False),
+    "symmetric (performance), NNCF's ReLU6 ranges": ("PERFORMANCE", False),
+    "symmetric, ReLU6 on [0, 6] (the default with 8-bit weights)": ("PERFORMANCE", True),
+}
 
 
 def _top1(run, x: np.ndarray, labels: np.ndarray) -> float:
@@ -63,7 +71,7 @@ def main() -> None:
         rows = list(csv.DictReader(f))[: args.limit]
     labels = np.array([int(r["label"]) for r in rows])
     print(bench_header(2) + f"; int8 weight bits {int8_settings.weight_bits()}; --calib {args.calib}\n")
-    print("| model | fp32 top-1 | activations | ORT int8 top-1 | OpenVINO int8 top-1 | convolutions OpenVINO runs "
+    print("| model | fp32 top-1 | settings | ORT int8 top-1 | OpenVINO int8 top-1 | convolutions OpenVINO runs "
           "in fp32 | OpenVINO int8 ms / ORT fp32 ms (ratio) |\n|---|---|---|---|---|---|---|")  # fmt: skip
     for name in FILES:
         model = load_tflite(DATA / "weights" / f"{name}.tflite").eval()
@@ -73,13 +81,13 @@ def main() -> None:
         fp32 = onnx_bytes(model, torch.from_numpy(x[:1]))
         peer = onnxruntime_runner(fp32, "fp32")
         files = {}
-        for preset, said in (("MIXED", "zero points (mixed)"), ("PERFORMANCE", "symmetric (performance)")):
-            quantize.nncf_options = _with_preset(preset)
+        for said, (preset, pin) in VARIANTS.items():
+            quantize.nncf_options, quantize.pin_relu6_ranges = _settings(preset, pin)
             files[said] = quantize.quantize_onnx(fp32, calib)[0]
-        quantize.nncf_options = int8_settings.nncf_options
+        quantize.nncf_options, quantize.pin_relu6_ranges = int8_settings.nncf_options, int8_settings.pin_relu6_ranges
         runs = {"peer": peer, **{said: openvino_runner(data, "int8") for said, data in files.items()}}
         times: dict[str, list[float]] = {k: [] for k in runs}
-        for _ in range(8):  # rounds over all three, so that drifting load hits them alike
+        for _ in range(8):  # rounds over all, so that drifting load hits them alike
             for k, run in runs.items():
                 times[k].append(statistics.median(measure_ms(run, x[:1], 20)))
         ms = {k: statistics.median(v) for k, v in times.items()}
