@@ -1,15 +1,15 @@
 """The int8 ONNX file's settings, one at a time: activations with zero points (NNCF's mixed preset) or
 symmetric (performance), ReLU6 outputs on NNCF's ranges or pinned to [0, 6].
 
-    python benchmarks/bench_int8_onnx_settings.py [--limit N] [--calib DIR]
+    python benchmarks/bench_int8_onnx_settings.py [--limit N] [--calib DIR] [--weight-bits 7|8]
 
 For Google's V2 and V3-Small (recalibrated, as ``--recalibrate`` does) and float V1 0.25 (TFLite files in
-../shared/data/weights): ``quantize_onnx`` with this CPU's weight bits, as ``export --int8`` does, and with
-the preset swapped in ``nncf_options`` or ``pin_relu6_ranges`` left out, calibrated on ``--calib``
-(default: the COCO photos). Top-1 of each file in ONNX Runtime and OpenVINO on the 1300 ImageNet images, against the
-fp32 export's; how many convolutions OpenVINO runs in fp32 (its profiling counters); and batch-1 latency
-(2 threads) of the file in OpenVINO as a ratio to ONNX Runtime running the fp32 export, in the same run.
-Prints Markdown rows for benchmarks/RESULTS.md.
+../shared/data/weights): ``quantize_onnx`` with this CPU's weight bits (or ``--weight-bits``), as
+``export --int8`` does, and with the preset swapped in ``nncf_options`` or ``pin_relu6_ranges`` left
+out, calibrated on ``--calib`` (default: the COCO photos). Top-1 of each file in ONNX Runtime and
+OpenVINO on the 1300 ImageNet images, against the fp32 export's; how many convolutions OpenVINO runs in
+fp32 (its profiling counters); and batch-1 latency (2 threads) of the file in OpenVINO as a ratio to
+ONNX Runtime running the fp32 export, in the same run. Prints Markdown rows for benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -41,13 +41,14 @@ def _settings(preset: str, pin: bool):
     def options(*args, **kwargs):
         return int8_settings.nncf_options(*args, **kwargs) | {"preset": getattr(nncf.QuantizationPreset, preset)}
 
-    return options, int8_settings.pin_relu6_ranges if pin else (lambda model: 0)
+    return options, int8_settings.pin_relu6_ranges if pin else (lambda model: None)
 
 
 VARIANTS = {  # label: (NNCF preset, ReLU6 ranges pinned)
     "zero points (mixed), NNCF's ReLU6 ranges": ("MIXED", False),
+    "zero points, ReLU6 on [0, 6]": ("MIXED", True),
     "symmetric (performance), NNCF's ReLU6 ranges": ("PERFORMANCE", False),
-    "symmetric, ReLU6 on [0, 6] (the default with 8-bit weights)": ("PERFORMANCE", True),
+    "symmetric, ReLU6 on [0, 6]": ("PERFORMANCE", True),
 }
 
 
@@ -65,12 +66,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--calib", default=str(DATA / "coco128" / "images"))
+    parser.add_argument("--weight-bits", default="auto", help="7 (AVX2's setting) or 8 (VNNI/AMX); default: this CPU's")
     args = parser.parse_args()
     torch.set_num_threads(2)
     with (DATA / "imagenet-val-1300" / "labels.csv").open() as f:
         rows = list(csv.DictReader(f))[: args.limit]
     labels = np.array([int(r["label"]) for r in rows])
-    print(bench_header(2) + f"; int8 weight bits {int8_settings.weight_bits()}; --calib {args.calib}\n")
+    print(bench_header(2) + f"; int8 weight bits {int8_settings.weight_bits(args.weight_bits)}; --calib {args.calib}\n")
     print("| model | fp32 top-1 | settings | ORT int8 top-1 | OpenVINO int8 top-1 | convolutions OpenVINO runs "
           "in fp32 | OpenVINO int8 ms / ORT fp32 ms (ratio) |\n|---|---|---|---|---|---|---|")  # fmt: skip
     for name in FILES:
@@ -83,7 +85,7 @@ def main() -> None:
         files = {}
         for said, (preset, pin) in VARIANTS.items():
             quantize.nncf_options, quantize.pin_relu6_ranges = _settings(preset, pin)
-            files[said] = quantize.quantize_onnx(fp32, calib)[0]
+            files[said] = quantize.quantize_onnx(fp32, calib, args.weight_bits)[0]
         quantize.nncf_options, quantize.pin_relu6_ranges = int8_settings.nncf_options, int8_settings.pin_relu6_ranges
         runs = {"peer": peer, **{said: openvino_runner(data, "int8") for said, data in files.items()}}
         times: dict[str, list[float]] = {k: [] for k in runs}

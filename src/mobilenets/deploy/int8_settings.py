@@ -96,19 +96,19 @@ def _constants(model: Any) -> dict[str, np.ndarray]:
     return consts
 
 
-def pin_relu6_ranges(model: Any) -> int:
+def pin_relu6_ranges(model: Any) -> None:
     """Set the grid of each activation quantized as it leaves a ReLU6 (``Clip(0, 6)``) to all of [0, 6]
-    (uint8, steps of 6/255), in place; returns how many. NNCF's histogram ranges cut some at 3.3-4.5 on
+    (uint8, steps of 6/255), in place. NNCF's histogram ranges cut some at 3.3-4.5 on
     the calibration photos, which images like the model's own then exceed. Google's V2 recalibrated,
     1300 ImageNet images (benchmarks/RESULTS.md, "ReLU6 ranges pinned in ONNX"): calibrated on ants/bees
     ONNX Runtime 78.92% -> 79.62%, OpenVINO 79.00% -> 79.85% (fp32 80.00%); on COCO 79.31/79.46% ->
-    79.62/79.62%; float V1 0.25 within two images either way. The phone formats pin them too
+    79.62/79.62%; with 7-bit weights (AVX2's setting) V2 lost 1.31-1.69 points and now 0.00-0.54; float
+    V1 0.25 within a few images either way. The phone formats pin them too
     (:func:`.pt2e.pin_relu6_ranges`)."""
     from onnx import TensorProto, numpy_helper
 
     consts, made_by = _constants(model), {out: n for n in model.graph.node for out in n.output}
     grids = {t.name: t for t in model.graph.initializer}
-    pinned = 0
     for node in model.graph.node:
         clip = made_by.get(node.input[0]) if node.op_type == "QuantizeLinear" else None
         if clip is None or clip.op_type != "Clip" or len(clip.input) < 3 or len(node.input) < 3:
@@ -120,8 +120,6 @@ def pin_relu6_ranges(model: Any) -> int:
             continue
         scale.CopyFrom(numpy_helper.from_array(np.full_like(numpy_helper.to_array(scale), 6 / 255), scale.name))
         zero.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(zero)), zero.name))
-        pinned += 1
-    return pinned
 
 
 def shrink_weights(model: Any, keep: set[str]) -> None:
