@@ -40,7 +40,7 @@ def weight_bits(bits: int | str = "auto") -> int:
 def int8_metadata(bits: int) -> dict[str, Any]:
     """What an int8 file records of its settings (the ``int8`` entry of its metadata)."""
     runs_on = "any CPU" if bits == 7 else "CPUs with VNNI, AMX or ARM dot-product (AVX2 alone saturates)"
-    activations = "uint8 per tensor" if bits == 7 else "int8 per tensor, symmetric (uint8 where never negative)"
+    activations = "per tensor, with zero points" if bits == 7 else "per tensor, symmetric (uint8 where never negative)"
     return {"weight_bits": bits, "activations": activations, "runs_exactly_on": runs_on,
             "made_on": cpu_info().summary}  # fmt: skip
 
@@ -113,10 +113,11 @@ def pin_relu6_ranges(model: Any) -> None:
         clip = made_by.get(node.input[0]) if node.op_type == "QuantizeLinear" else None
         if clip is None or clip.op_type != "Clip" or len(clip.input) < 3 or len(node.input) < 3:
             continue
-        low, high = consts.get(clip.input[1]), consts.get(clip.input[2])
+        bounds = [consts.get(name) for name in clip.input[1:3]]
+        if any(b is None for b in bounds) or [float(b) for b in bounds] != [0.0, 6.0]:
+            continue
         scale, zero = grids.get(node.input[1]), grids.get(node.input[2])
-        if low is None or high is None or (float(low), float(high)) != (0.0, 6.0) or scale is None or zero is None \
-                or zero.data_type != TensorProto.UINT8:  # fmt: skip
+        if scale is None or zero is None or zero.data_type != TensorProto.UINT8:
             continue
         scale.CopyFrom(numpy_helper.from_array(np.full_like(numpy_helper.to_array(scale), 6 / 255), scale.name))
         zero.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(zero)), zero.name))
