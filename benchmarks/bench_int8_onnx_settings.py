@@ -34,14 +34,17 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FILES = ["mobilenet_v2_1.0_224_quant", "mobilenet_v3_small_1.0_224_uint8", "mobilenet_v1_0.25_224_float"]
 
 
+NNCF_OPTIONS, PIN_RELU6 = int8_settings.nncf_options, int8_settings.pin_relu6_ranges
+
+
 def _settings(preset: str, pin: bool):
-    """``quantize_onnx``'s helpers with NNCF's ``preset`` and ReLU6 ranges pinned or not."""
+    """``nncf_options`` with NNCF's ``preset``, and ``pin_relu6_ranges`` or nothing in its place."""
     import nncf
 
     def options(*args, **kwargs):
-        return int8_settings.nncf_options(*args, **kwargs) | {"preset": getattr(nncf.QuantizationPreset, preset)}
+        return NNCF_OPTIONS(*args, **kwargs) | {"preset": getattr(nncf.QuantizationPreset, preset)}
 
-    return options, int8_settings.pin_relu6_ranges if pin else (lambda model: None)
+    return options, PIN_RELU6 if pin else (lambda model: None)
 
 
 VARIANTS = {  # label: (NNCF preset, ReLU6 ranges pinned)
@@ -84,9 +87,9 @@ def main() -> None:
         peer = onnxruntime_runner(fp32, "fp32")
         files = {}
         for said, (preset, pin) in VARIANTS.items():
-            quantize.nncf_options, quantize.pin_relu6_ranges = _settings(preset, pin)
+            quantize.nncf_options, int8_settings.pin_relu6_ranges = _settings(preset, pin)
             files[said] = quantize.quantize_onnx(fp32, calib, args.weight_bits)[0]
-        quantize.nncf_options, quantize.pin_relu6_ranges = int8_settings.nncf_options, int8_settings.pin_relu6_ranges
+        quantize.nncf_options, int8_settings.pin_relu6_ranges = NNCF_OPTIONS, PIN_RELU6
         runs = {"peer": peer, **{said: openvino_runner(data, "int8") for said, data in files.items()}}
         times: dict[str, list[float]] = {k: [] for k in runs}
         for _ in range(8):  # rounds over all, so that drifting load hits them alike

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from mobilenets.data.preprocess import preprocess
-from mobilenets.deploy.int8_settings import nncf_options, pin_relu6_ranges, shrink_weights, stem_nodes, weight_bits
+from mobilenets.deploy.int8_settings import as_written, nncf_options, stem_nodes, weight_bits
 from mobilenets.evaluate.classify import find_eval_set
 from mobilenets.runtime.runners import onnx_session
 from mobilenets.util.errors import ExportError
@@ -76,8 +76,8 @@ def quantize_within(
 ) -> tuple[Any, dict[str, Any]]:
     """``quantized`` (the post-training int8 proto of ``fp32``, weights shrunk) if it loses at most
     ``max_drop`` points of top-1 on ``val``, else NNCF's accuracy-controlled one; with what was measured
-    and kept float. Every candidate is measured as it will be written (:func:`shrink_weights`, the layers
-    kept float in fp32): ONNX Runtime's integer kernels answer a few near-ties differently."""
+    and kept float. Every candidate is measured as it will be written (:func:`.int8_settings.as_written`,
+    the layers kept float in fp32): ONNX Runtime's integer kernels answer a few near-ties differently."""
     with needs("int8 ONNX export"):
         import nncf
         import onnx
@@ -91,11 +91,10 @@ def quantize_within(
     model = onnx.load_from_string(fp32)
     stem, plain = set(stem_nodes(model)), float_layers(quantized)
 
-    def as_written(candidate: Any) -> tuple[Any, list[str]]:
+    def written_form(candidate: Any) -> tuple[Any, list[str]]:
         written, kept = onnx.ModelProto(), sorted(float_layers(candidate) - plain)
         written.CopyFrom(candidate)
-        pin_relu6_ranges(written)
-        shrink_weights(written, keep=stem | set(kept))
+        as_written(written, keep=stem | set(kept))
         return written, kept
 
     options = nncf_options(sorted(stem), len(calib), weight_bits(bits))
@@ -103,9 +102,9 @@ def quantize_within(
     with redirect_stdout(io.StringIO()):
         out = nncf.quantize_with_accuracy_control(
             model, nncf.Dataset([calib[i : i + 1] for i in range(len(calib))], lambda x: {"input": x}),
-            nncf.Dataset(items), lambda m, data: top1_hits(as_written(m)[0], data), max_drop=max_drop / 100,
+            nncf.Dataset(items), lambda m, data: top1_hits(written_form(m)[0], data), max_drop=max_drop / 100,
             drop_type=nncf.DropType.ABSOLUTE, **options)  # fmt: skip
-    out, kept = as_written(out)
+    out, kept = written_form(out)
     drop = 100 * (reference - top1_hits(out, items)[0])
     if drop > max_drop + 1e-9:
         raise ExportError(f"int8 loses {drop:.2f} points of top-1 on the {len(items)} --val images even with "

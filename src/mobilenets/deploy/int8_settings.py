@@ -123,6 +123,14 @@ def pin_relu6_ranges(model: Any) -> None:
         zero.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(zero)), zero.name))
 
 
+def as_written(model: Any, keep: set[str]) -> None:
+    """A post-training int8 ONNX model as its file holds it, in place: each ReLU6 output on [0, 6]
+    (:func:`pin_relu6_ranges`), the weights stored compactly (:func:`shrink_weights`, ``keep`` fp32). The
+    written file and the candidates the accuracy budget measures both go through it."""
+    pin_relu6_ranges(model)
+    shrink_weights(model, keep)
+
+
 def shrink_weights(model: Any, keep: set[str]) -> None:
     """Store the weights compactly, in place.
 

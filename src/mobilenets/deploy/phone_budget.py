@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mobilenets.deploy.pt2e import phone_activations, quantize_pt2e
+from mobilenets.deploy.pt2e import own_module, phone_activations, quantize_pt2e
 from mobilenets.util.errors import ExportError
 
 RANKING_IMAGES = 100  # validation images the ranking looks at: its cost (V2: about 6 min on 2 cores)
@@ -82,8 +82,7 @@ def restored(quantized: torch.fx.GraphModule, layer: str, float_layer: nn.Module
     model = copy.deepcopy(quantized)
     graph = model.graph
     for node in list(graph.nodes):
-        stack = list(node.meta.get("nn_module_stack", {}).values())
-        if not any(_is(node, kind) for kind in _LAYERS) or not stack or stack[-1][0] != layer:
+        if not any(_is(node, kind) for kind in _LAYERS) or own_module(node) != layer:
             continue
         args = list(node.args)
         source = _rounded(args[0])  # the input unrounded, unless its producer rounds it (as in the file)

@@ -54,6 +54,13 @@ def float_outputs(model: nn.Module) -> set[str]:
     return {n for n, m in model.named_modules() if isinstance(m, DetectionOutputs)}
 
 
+def own_module(node: Any) -> str | None:
+    """The name of the innermost module whose forward traced the graph ``node`` (``""``: the model's own
+    forward), or None for a node no module traced (inputs, constants)."""
+    stack = list(node.meta.get("nn_module_stack", {}).values())
+    return stack[-1][0] if stack else None
+
+
 def keeping_float(inner: Any, keep: Collection[str]) -> Any:
     """``inner`` (LiteRT's or ExecuTorch's PT2E quantizer) without its annotations on the operations of the
     modules ``keep`` (names) themselves, not of their submodules: those run in float, their inputs
@@ -61,8 +68,7 @@ def keeping_float(inner: Any, keep: Collection[str]) -> Any:
 
     def drop(model: torch.fx.GraphModule) -> None:
         for node in model.graph.nodes:
-            stack = list(node.meta.get("nn_module_stack", {}).values())
-            if stack and stack[-1][0] in keep:
+            if own_module(node) in keep:
                 node.meta.pop("quantization_annotation", None)
 
     return annotating(inner, drop)

@@ -25,9 +25,9 @@ from mobilenets.data.preprocess import list_images, preprocess
 from mobilenets.deploy.accuracy_budget import check_max_drop, quantize_within, validation_set
 from mobilenets.deploy.contract import model_metadata, sized_cfg
 from mobilenets.deploy.int8_settings import (
+    as_written,
     int8_metadata,
     nncf_options,
-    pin_relu6_ranges,
     shrink_weights,
     stem_nodes,
     weight_bits,
@@ -124,8 +124,7 @@ def quantize_onnx(
             if "bins" not in str(exc):
                 raise
             out = nncf.quantize(model, dataset, **nncf_options(stem, len(inputs), bits, histogram=False))
-    pin_relu6_ranges(out)
-    shrink_weights(out, keep=set(stem))
+    as_written(out, keep=set(stem))
     budget: dict[str, Any] = {}
     if val is not None:
         out, budget = quantize_within(fp32, out, inputs, val, max_drop, bits)
