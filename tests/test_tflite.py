@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FP32_TOP1, shared_path
+from conftest import FP32_TOP1, max_int8_drop, shared_path
 from mobilenets import create_model, deploy
 from mobilenets.cli import main
 from mobilenets.data.preprocess import eval_resize_crop, load_rgb, to_tensor
@@ -116,7 +116,8 @@ def test_matches_litert_on_real_images(imagenet):
 def test_int8_onnx_keeps_googles_quantization(imagenet, tmp_path):
     """``export --int8`` of Google's uint8 MobileNetV2 without --calib: the file holds Google's own uint8
     weights, and ONNX Runtime agrees with LiteRT running Google's file on at least 99% of the 1300 images
-    (top-1 per image; recalibrating gave 94.5%)."""
+    (top-1 per image; recalibrating gave 94.5%); its top-1 is within the int8 drop the issue allows of the
+    float import's (FP32_TOP1: measured 0.08 point; `--calib` changes nothing here, test_mobile checks)."""
     pytest.importorskip("nncf")
     import onnx
     from onnx import numpy_helper
@@ -145,7 +146,9 @@ def test_int8_onnx_keeps_googles_quantization(imagenet, tmp_path):
     x = torch.stack([to_tensor(p, cfg) for p in pixels]).numpy()
     logits = np.concatenate([session.run(None, {"input": x[i : i + 50]})[0] for i in range(0, len(x), 50)])
     assert top1_agreement(ref[:, 1:], logits) >= 0.99
-    assert abs((logits.argmax(1) == labels).mean() - (ref[:, 1:].argmax(1) == labels).mean()) <= 0.005
+    top1 = float((logits.argmax(1) == labels).mean())
+    assert abs(top1 - (ref[:, 1:].argmax(1) == labels).mean()) <= 0.005
+    assert 100 * (FP32_TOP1[name] - top1) <= max_int8_drop()
     predictor = deploy(load_tflite(src), precision="int8", backend="onnxruntime")  # no calib: carried too
     np.testing.assert_allclose(predictor(x[:8]), logits[:8], atol=1e-5)
 

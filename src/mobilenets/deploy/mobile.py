@@ -8,7 +8,7 @@ by more than 1e-4 of the logits' scale is refused and nothing is left behind.
 int8: ExecuTorch through PT2E with ``XNNPACKQuantizer``, LiteRT through litert-torch's PT2E quantizer
 (ai-edge-quantizer's static recipe breaks the squeeze-excite gating of V3), both symmetric per-channel
 weights and per-tensor activations calibrated on the user's images, with the ReLU6 ranges pinned and
-the bias corrected (:mod:`.pt2e`; LiteRT keeps the classifier's last layer float); a model imported
+the bias corrected (:mod:`.pt2e`; the classifier's last layer kept float); a model imported
 from a quantized TFLite file keeps that file's scales and zero points instead, unless ``recalibrate``
 (:mod:`.pt2e_carried`); Core ML int8 is weight-only (``linear_quantize_weights``): activation
 quantization needs predictions, so a Mac.
@@ -142,7 +142,7 @@ def phone_bytes(model: nn.Module, fmt: str, x: torch.Tensor, source: Any, keep: 
     the :class:`Plan` of a quantized TFLite import's own quantization).
     Attention (MobileNetV4's hybrids) is traced as explicit matmuls and softmax: the same numbers, and
     ExecuTorch's lowering of the fused kernel's output turned a later reshape into an impossible view."""
-    keep = set(keep) | float_layers(model, fmt) | float_outputs(model)
+    keep = set(keep) | float_layers(model) | float_outputs(model)
     with quiet(), explicit_attention():
         return (_tflite_bytes if fmt == "tflite" else _pte_bytes)(phone_activations(model), x, source, keep)
 
@@ -155,7 +155,7 @@ def phone_int8(
     points of fp32's (:mod:`.phone_budget`), refused in one sentence if it cannot be."""
     if isinstance(source, Plan):
         return phone_bytes(model, fmt, x, source), source.summary()
-    info = {"quantization": "calibrated (PT2E)", "kept_float": sorted(float_layers(model, fmt))}
+    info = {"quantization": "calibrated (PT2E)", "kept_float": sorted(float_layers(model))}
     if val is None:
         return phone_bytes(model, fmt, x, source), info
     images, labels = val

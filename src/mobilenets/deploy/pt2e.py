@@ -15,10 +15,11 @@ float MobileNetV1 0.25 (ExecuTorch, 1300 ImageNet images, 128 COCO photos to cal
 With both (benchmarks/RESULTS.md, "int8 by default"): V2 in ExecuTorch 78.38% -> 79.85% (fp32 80.00%),
 V1 0.25 54.69% -> 65.00% (fp32 65.54%).
 
-In LiteRT a classifier's last linear layer stays float (:func:`float_layers`): in int8 (its input, its
-weights and the logits it writes) it cost Google's float V1 0.25 3.15 points (ants/bees as --calib) and
-0.92 (COCO); float, 0.08 and 0.31, for 0.6% of the multiply-adds, but its weights in fp32 (V1 0.25's file 0.61 ->
-1.35 MB; V2's about +3.8 MB). ExecuTorch keeps it int8 (0.62 point, its file 4x smaller).
+A classifier's last linear layer stays float in both formats (:func:`float_layers`): in int8 (its input,
+its weights and the logits it writes) it cost Google's float V1 0.25 3.15 points in LiteRT and 2.77 in
+ExecuTorch with ants/bees as --calib (0.92 and 0.62 with COCO); float, 0.08 and 0.62 (0.31 and -0.08 with
+COCO), for 0.6% of the multiply-adds, but its weights in fp32 (V1 0.25's file 0.61 -> 1.35 MB; V2's about
++3.8 MB).
 A detector's own operations after its head (box decoding, softmax, the concatenation of boxes and
 probabilities: :func:`float_outputs`) stay float in both: quantized, the probabilities and the boxes shared
 one [0, 1] grid of 1/256 steps, and ExecuTorch's int8 SSDLite gave 4 distinct probability values.
@@ -40,11 +41,9 @@ from mobilenets.util.extras import needs
 WEIGHT_LEVELS = 127  # symmetric int8 weights of both quantizers: [-127, 127] per output channel
 
 
-def float_layers(model: nn.Module, fmt: str) -> set[str]:
-    """The layers an int8 ``fmt`` file keeps float: in LiteRT a classifier's final linear layer
+def float_layers(model: nn.Module) -> set[str]:
+    """The layers an int8 phone file (LiteRT, ExecuTorch) keeps float: a classifier's final linear layer
     (``classifier``)."""
-    if fmt != "tflite":
-        return set()
     return {n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.split(".")[-1] == "classifier"}
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from mobilenets.data.preprocess import eval_resize_crop, load_rgb, to_tensor
-from mobilenets.runtime.runners import litert_io, litert_runner, torch_runner
+from mobilenets.runtime.classifier import torch_classifier
+from mobilenets.runtime.runners import litert_io, litert_runner
 from mobilenets.weights.factory import load_tflite
 
 
@@ -36,11 +37,12 @@ def top1_agreement(ref: np.ndarray, ours: np.ndarray) -> float:
 def compare_with_litert(path: str | os.PathLike, pixels: np.ndarray, labels: np.ndarray,
                         fake_quant: bool = False, ref: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
     """Top-1/top-5 of LiteRT and of our imported model on the same uint8 NHWC ``pixels``, and their
-    per-image top-1 agreement (fractions; :func:`top1_agreement`). ``ref``: LiteRT's outputs if known."""
+    per-image top-1 agreement (fractions; :func:`top1_agreement`). ``ref``: LiteRT's outputs if known. Our
+    model runs as ``eval`` runs it (:func:`.torch_classifier`: BN folded unless rounding hooks hang on it)."""
     model = load_tflite(path, fake_quant=fake_quant)
     ref = torch.from_numpy(litert_logits(path, pixels) if ref is None else ref)[:, 1:]
     x = torch.stack([to_tensor(p, model.pretrained_cfg) for p in pixels])
-    run = torch_runner(model, channels_last=True)
+    run = torch_classifier(model).run
     ours = torch.cat([run(b) for b in x.split(25)])
     y = torch.from_numpy(np.asarray(labels))
 
