@@ -17,9 +17,9 @@ V1 0.25 54.69% -> 65.00% (fp32 65.54%).
 
 A classifier's last linear layer stays float in both formats (:func:`float_layers`): in int8 (its input,
 its weights and the logits it writes) it cost Google's float V1 0.25 3.15 points in LiteRT and 2.77 in
-ExecuTorch with ants/bees as --calib (0.92 and 0.62 with COCO); float, 0.08 and 0.62 (0.31 and -0.08 with
-COCO), for 0.6% of the multiply-adds, but its weights in fp32 (V1 0.25's file 0.61 -> 1.35 MB; V2's about
-+3.8 MB).
+ExecuTorch with ants/bees as --calib (0.92 and 0.62 with COCO); float, 0.08 and 0.62 (COCO: 0.31 lost,
+0.08 gained), for 0.6% of the multiply-adds, but its weights in fp32 (V1 0.25's files 0.55-0.61 ->
+1.31-1.35 MB; V2's about +3.8 MB).
 A detector's own operations after its head (box decoding, softmax, the concatenation of boxes and
 probabilities: :func:`float_outputs`) stay float in both: quantized, the probabilities and the boxes shared
 one [0, 1] grid of 1/256 steps, and ExecuTorch's int8 SSDLite gave 4 distinct probability values.
