@@ -132,7 +132,8 @@ OWN_PROCESS = "MOBILENETS_TEST_IN_OWN_PROCESS"
 
 
 _MODULE_RESULTS: dict[str, dict[str, tuple[str, str]]] = {}  # module path -> test name -> (outcome, message)
-_CHILD_SECONDS: dict[str, float] = {}  # "module::test" -> seconds of its call, setup and teardown in the child
+_SECONDS: dict[str, float] = {}  # "module path::test" -> seconds of its call, setup and teardown in the child
+_CHILD_SECONDS: dict[str, float] = {}  # the same by "module file::test", as reported (the summary's)
 
 
 # Seconds for one module's own-process tests (the slowest module takes about 120 s here).
@@ -151,7 +152,8 @@ def _run_module_alone(item: pytest.Function) -> dict[str, tuple[str, str]]:
     ids = [i.nodeid for i in item.session.items if str(i.path) == module and i.get_closest_marker("own_process")]
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "results.xml"
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}", *ids]
+        workers = ["-n", "0"] if item.config.pluginmanager.has_plugin("xdist") else []  # the child runs them itself
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *workers, f"--junitxml={xml}", *ids]
         try:
             done = subprocess.run(cmd, cwd=item.config.rootpath, env={**os.environ, OWN_PROCESS: "1"},
                                   capture_output=True, text=True, timeout=OWN_PROCESS_TIMEOUT)  # fmt: skip
@@ -161,7 +163,7 @@ def _run_module_alone(item: pytest.Function) -> dict[str, tuple[str, str]]:
         results = {i.split("::", 1)[1]: ("failed", f"no result (exit code {code}):\n{tail}") for i in ids}
         if xml.is_file():
             for case in ET.parse(xml).getroot().iter("testcase"):
-                _CHILD_SECONDS[f"{Path(module).name}::{case.get('name')}"] = float(case.get("time", 0))
+                _SECONDS[f"{module}::{case.get('name')}"] = float(case.get("time", 0))
                 outcome = next((c for c in case if c.tag in ("failure", "error", "skipped")), None)
                 if outcome is None:
                     results[case.get("name")] = ("passed", "")
@@ -174,11 +176,35 @@ def _run_module_alone(item: pytest.Function) -> dict[str, tuple[str, str]]:
     return results
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """With test workers (pytest-xdist's ``-n``, two in ``pyproject.toml``), each worker and the processes it
+    starts get an equal share of the cores (``OMP_NUM_THREADS``, which PyTorch and every runtime's default
+    thread count follow: :func:`mobilenets.util.cpu.default_threads`): two processes with a pool per core
+    each slowed each other 10-100x on these 2-core machines."""
+    workers = getattr(config.option, "numprocesses", None)
+    if workers and not os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with own-process tests first: the longest, handed out first, so the two workers end together."""
+    heavy = {item.path for item in items if item.get_closest_marker("own_process")}
+    items.sort(key=lambda item: item.path not in heavy)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Collects the child's seconds of each own-process test (from a test worker, through its report)."""
+    seconds = dict(report.user_properties).get("own_process_seconds")
+    if report.when == "call" and seconds is not None:
+        path, name = report.nodeid.split("::", 1)
+        _CHILD_SECONDS[f"{Path(path).name}::{name}"] = seconds
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The slowest tests run in their own process (``--durations`` bills a module's to its first test)."""
     if _CHILD_SECONDS:
         terminalreporter.section("slowest own-process tests (seconds in the child)")
-        for name, seconds in sorted(_CHILD_SECONDS.items(), key=lambda kv: -kv[1])[:15]:
+        for name, seconds in sorted(_CHILD_SECONDS.items(), key=lambda kv: -kv[1])[:20]:
             terminalreporter.write_line(f"{seconds:8.2f}s {name}")
 
 
@@ -196,6 +222,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if module not in _MODULE_RESULTS:
         _MODULE_RESULTS[module] = _run_module_alone(pyfuncitem)
     outcome, message = _MODULE_RESULTS[module][pyfuncitem.nodeid.split("::", 1)[1]]
+    pyfuncitem.user_properties.append(("own_process_seconds", _SECONDS.get(f"{module}::{pyfuncitem.name}", 0.0)))
     if outcome == "failed":
         pytest.fail(f"in its own process: {message[-6000:]}", pytrace=False)
     if outcome == "skipped":

@@ -20,7 +20,7 @@ from mobilenets.deploy import int8_settings
 from mobilenets.deploy.quantize import calibration_batch, export_int8
 from mobilenets.runtime import files as exported_files
 from mobilenets.runtime.runners import openvino_kernels, openvino_runner
-from mobilenets.util.cpu import CpuInfo, cpu_info
+from mobilenets.util.cpu import CpuInfo, cpu_info, default_threads
 from mobilenets.util.errors import ExportError, PrecisionError
 
 # OpenVINO's and NNCF's native thread pools stay out of the test process: loaded into it, later tests
@@ -380,6 +380,23 @@ def test_env_reports_this_cpu(capsys):
     assert ("avx2" in info["isa"]) == ("avx2" in flags)
     assert ("avx512_vnni" in info["isa"]) == ("avx512_vnni" in flags)
     assert ("amx_bf16" in info["isa"]) == ("amx_bf16" in flags)
+
+
+def test_runtimes_take_their_threads_from_one_setting(tmp_path):
+    """Unless told, ONNX Runtime gets ``default_threads()``: 2, or 1 where PyTorch is held to 1 (as each of
+    the test suite's two workers is, by ``OMP_NUM_THREADS``); a count given is kept."""
+    from mobilenets.runtime.runners import onnx_session
+
+    data = export(create_model("mobilenet_v1", width_mult=0.25), tmp_path / "m.onnx", img_size=64)["path"]
+    before = torch.get_num_threads()
+    try:
+        for held in (1, 2):
+            torch.set_num_threads(held)
+            assert default_threads() == min(2, held)
+            assert onnx_session(data).get_session_options().intra_op_num_threads == held
+        assert onnx_session(data, 3).get_session_options().intra_op_num_threads == 3
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_select_orders_by_published_top1(monkeypatch):

@@ -19,6 +19,7 @@ from mobilenets.models.profile import profile
 from mobilenets.runtime.runners import measure_ms, onnxruntime_runner
 from mobilenets.train.config import TrainConfig
 from mobilenets.train.loop import train
+from mobilenets.util.cpu import default_threads
 from mobilenets.util.extras import check
 from mobilenets.weights.factory import load_checkpoint
 
@@ -34,7 +35,7 @@ def run_demo(output: str) -> list[dict[str, Any]]:
     for extra in ("demo", "onnx", "int8", "plots"):
         check(extra, "mobilenets demo")
     out = Path(output)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(default_threads())
     result = train(TrainConfig(output=str(out), **DEMO))
     model = load_checkpoint(out)  # the best epoch's weights (best.safetensors): the row's top-1 is theirs
     size = DEMO["img_size"]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from mobilenets.cli.checks import existing_file, warn
+from mobilenets.util.cpu import default_threads
 from mobilenets.util.errors import MobilenetsError
 from mobilenets.util.extras import check
 
@@ -267,7 +268,7 @@ def cmd_select(args: argparse.Namespace) -> None:
     print(bench_header(args.threads))
     print(
         f"{len(fits)} of {len(rows)} published MobileNets run within {args.budget_ms:g} ms here "
-        f"({args.backend} {args.precision}, {args.threads} threads, batch 1):"
+        f"({args.backend} {args.precision}, {args.threads or default_threads()} threads, batch 1):"
     )
     print(f"{'config':<22} {'top-1':>6} {'latency ms':>10} {'MAdds (M)':>9}")
     for r in fits:

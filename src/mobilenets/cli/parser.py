@@ -201,7 +201,7 @@ def add_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backends", default="eager,fused,onnxruntime,openvino")
     p.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16, int8 (each where it runs)")
     p.add_argument("--batch-sizes", type=integers(1), default=[1, 32])
-    p.add_argument("--threads", type=integer(1, 256), default=2)
+    p.add_argument("--threads", type=integer(1, 256), help="default: 2, or fewer where OMP_NUM_THREADS says so")
     p.add_argument("--img-size", type=integer(32, 4096), default=224)
     p.add_argument("--repeats", type=integer(1), default=20)
     p.add_argument(
@@ -219,7 +219,7 @@ def add_select(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-ms", type=number(0, low_open=True), required=True)
     p.add_argument("--backend", default="onnxruntime", choices=["eager", "fused", "compile", "onnxruntime", "openvino"])
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "int8"])
-    p.add_argument("--threads", type=integer(1, 256), default=2)
+    p.add_argument("--threads", type=integer(1, 256), help="default: 2, or fewer where OMP_NUM_THREADS says so")
     p.add_argument("--repeats", type=integer(1), default=10)
 
 

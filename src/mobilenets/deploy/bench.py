@@ -24,7 +24,7 @@ from mobilenets.runtime.detection import phone_detector
 from mobilenets.runtime.files import BACKEND_FORMATS
 from mobilenets.runtime.precision import BACKENDS, PRECISION_BACKENDS, available, check_precision, install_hint
 from mobilenets.runtime.runners import measure_ms, onnx_session, open_runner, torch_runner
-from mobilenets.util.cpu import cpu_info
+from mobilenets.util.cpu import cpu_info, default_threads
 from mobilenets.util.errors import ExportError, PrecisionError
 from mobilenets.util.extras import needs
 from mobilenets.weights.convert import TORCHVISION_FAMILIES
@@ -122,20 +122,22 @@ def bench_pairs(backends: list[str], precisions: list[str]) -> list[tuple[str, s
     return pairs
 
 
-def bench_header(threads: int) -> str:
+def bench_header(threads: int | None = None) -> str:
     """The machine a benchmark ran on, for the top of its table."""
-    cpu = cpu_info()
+    cpu, threads = cpu_info(), threads or default_threads()
     return f"# CPU: {cpu.summary}; torch kernels {cpu.torch_kernels}; torch {torch.__version__}; {threads} threads"
 
 
-def bench(models: list[str], backends: list[str], batch_sizes: list[int], threads: int = 2, img_size: int = 224,
-          repeats: int = 20, calib: Any = None, precisions: tuple[str, ...] = ("fp32",)) -> list[BenchRow]:  # fmt: skip
+def bench(models: list[str], backends: list[str], batch_sizes: list[int], threads: int | None = None,
+          img_size: int = 224, repeats: int = 20, calib: Any = None,
+          precisions: tuple[str, ...] = ("fp32",)) -> list[BenchRow]:  # fmt: skip
     """Median / p90 latency and images/s per (model, backend, precision, batch), torchvision's eager fp32
     model measured in the same run as the baseline (``vs_torchvision_eager`` = our latency / its latency).
     Backends that do not compute a precision are left out of its rows."""
     pairs = bench_pairs(backends, list(precisions))
     if any(b < 1 for b in batch_sizes):
         raise ExportError("--batch-sizes must be positive integers.")
+    threads = threads or default_threads()
     torch.set_num_threads(threads)
     rows: list[BenchRow] = []
     calib = calib if calib is not None else torch.randn(16, 3, img_size, img_size)
@@ -220,13 +222,14 @@ def _grid() -> list[Published]:
     return grid
 
 
-def select(budget_ms: float, backend: str = "onnxruntime", precision: str = "fp32", threads: int = 2,
+def select(budget_ms: float, backend: str = "onnxruntime", precision: str = "fp32", threads: int | None = None,
            repeats: int = 10) -> list[SelectRow]:  # fmt: skip
     """Measure every published configuration here; those within ``budget_ms`` (batch 1) first, best
     published top-1 first, then the rest by latency."""
     if not budget_ms > 0:
         raise ExportError(f"--budget-ms must be positive, got {budget_ms}.")
     bench_pairs([backend], [precision])
+    threads = threads or default_threads()
     torch.set_num_threads(threads)
     rows = []
     for pub in tqdm(_grid(), desc="measuring", disable=not sys.stderr.isatty()):

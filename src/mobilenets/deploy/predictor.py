@@ -31,7 +31,7 @@ from mobilenets.models.fuse import fuse
 from mobilenets.runtime.files import BACKEND_FORMATS
 from mobilenets.runtime.precision import AUTO, BACKENDS, available, check_precision
 from mobilenets.runtime.runners import DTYPES, measure_ms, open_runner, torch_runner
-from mobilenets.util.cpu import PRECISIONS, cpu_info
+from mobilenets.util.cpu import PRECISIONS, cpu_info, default_threads
 from mobilenets.util.errors import ExportError, PrecisionError
 from mobilenets.util.extras import check
 from mobilenets.weights.tflite_quant import Plan
@@ -148,7 +148,7 @@ def deploy(
         raise PrecisionError(f"Unknown backend {backend!r}; use 'auto' or one of {', '.join(BACKENDS)}.")
     if getattr(model, "features_only", False):
         raise ExportError("deploy needs a classifier; this model was built with features_only=True.")
-    threads = threads or min(2, torch.get_num_threads())
+    threads = threads or default_threads()
     size = img_size or model.pretrained_cfg["input_size"][1]
     candidates = auto_candidates(precision) if backend == "auto" else [(backend, precision)]
     x = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)

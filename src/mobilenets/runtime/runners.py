@@ -8,7 +8,7 @@ the inference precision it is compiled for (read back from the compiled model), 
 the weights and activations. The phone files have a batch of 1: a batch runs image by image.
 
 Every ONNX Runtime session in the package is made by :func:`onnx_session`, every LiteRT interpreter by
-:func:`litert_io`.
+:func:`litert_io`. ``threads`` left out is :func:`.cpu.default_threads`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from torch import nn
 
 from mobilenets.runtime.files import check_installed, output_name
 from mobilenets.runtime.precision import check_precision
-from mobilenets.util.cpu import cpu_info
+from mobilenets.util.cpu import cpu_info, default_threads
 from mobilenets.util.errors import PrecisionError, RuntimeUnavailable
 from mobilenets.util.extras import needs
 from mobilenets.util.files import as_file
@@ -68,27 +68,27 @@ def torch_runner(model: nn.Module, precision: str = "fp32", *, task: str = "clas
 
 def onnx_session(data: bytes | str | os.PathLike, threads: int | None = None) -> Any:
     """An ONNX Runtime CPU session over an ONNX model (bytes or path), all graph optimizations on;
-    ``threads`` intra-op threads (ONNX Runtime's default: one per core)."""
+    ``threads`` intra-op threads (default: as many as PyTorch uses, one per core unless ``OMP_NUM_THREADS``
+    says fewer)."""
     with needs("Running an ONNX model"):
         import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads or torch.get_num_threads(), 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     source = data if isinstance(data, bytes) else str(data)
     return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
 
-def onnxruntime_runner(data: bytes | str, precision: str, threads: int = 2) -> Runner:
+def onnxruntime_runner(data: bytes | str, precision: str, threads: int | None = None) -> Runner:
     """An ONNX model (fp32, or the QDQ int8 export) in ONNX Runtime; first input to first output."""
     check_precision(precision, "onnxruntime")
-    session = onnx_session(data, threads)
+    session = onnx_session(data, threads or default_threads())
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
-def openvino_runner(data: bytes | str, precision: str, threads: int = 2) -> Runner:
+def openvino_runner(data: bytes | str, precision: str, threads: int | None = None) -> Runner:
     """OpenVINO on the CPU with its inference precision set for ``precision`` and checked on the compiled
     model (:class:`PrecisionError` if OpenVINO chose another)."""
     check_precision(precision, "openvino")
@@ -97,8 +97,8 @@ def openvino_runner(data: bytes | str, precision: str, threads: int = 2) -> Runn
 
     core = ov.Core()
     # Unpinned threads: pinned ones ran 1.2-1.6x slower on this project's shared 2-core machines.
-    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False,
-              "INFERENCE_PRECISION_HINT": OPENVINO_HINT[precision]}  # fmt: skip
+    config = {"INFERENCE_NUM_THREADS": threads or default_threads(), "PERFORMANCE_HINT": "LATENCY",
+              "ENABLE_CPU_PINNING": False, "INFERENCE_PRECISION_HINT": OPENVINO_HINT[precision]}  # fmt: skip
     model = core.read_model(data) if isinstance(data, bytes) else core.read_model(str(data))
     compiled = core.compile_model(model, "CPU", config)
     got = compiled.get_property("INFERENCE_PRECISION_HINT")
@@ -122,7 +122,7 @@ def openvino_kernels(data: bytes | str, x: np.ndarray) -> list[tuple[str, str, s
     with needs("The openvino backend"):
         import openvino as ov
 
-    config = {"INFERENCE_NUM_THREADS": 2, "INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True}
+    config = {"INFERENCE_NUM_THREADS": default_threads(), "INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True}
     core = ov.Core()
     model = core.read_model(data) if isinstance(data, bytes) else core.read_model(str(data))
     request = core.compile_model(model, "CPU", config).create_infer_request()
@@ -131,7 +131,7 @@ def openvino_kernels(data: bytes | str, x: np.ndarray) -> list[tuple[str, str, s
     return [(p.node_type, p.exec_type, p.node_name) for p in done]
 
 
-def litert_io(data: bytes | str | os.PathLike, threads: int = 2,
+def litert_io(data: bytes | str | os.PathLike, threads: int | None = None,
               builtin: bool = False) -> tuple[Any, dict[str, Any], dict[str, Any]]:  # fmt: skip
     """LiteRT's interpreter over a ``.tflite`` (bytes or path), with its input and output details; its
     XNNPACK kernels, or with ``builtin`` its own built-in ones."""
@@ -140,12 +140,14 @@ def litert_io(data: bytes | str | os.PathLike, threads: int = 2,
 
     kind = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin else OpResolverType.AUTO
     with quiet(), as_file(data, ".tflite") as path:
+        threads = threads or default_threads()
         interpreter = Interpreter(model_path=path, num_threads=threads, experimental_op_resolver_type=kind)
         interpreter.allocate_tensors()
     return interpreter, interpreter.get_input_details()[0], interpreter.get_output_details()[0]
 
 
-def litert_runner(data: bytes | str | os.PathLike, precision: str, threads: int = 2, builtin: bool = False) -> Runner:
+def litert_runner(data: bytes | str | os.PathLike, precision: str, threads: int | None = None,
+                  builtin: bool = False) -> Runner:  # fmt: skip
     """A ``.tflite`` file in LiteRT's interpreter (XNNPACK; ``builtin``: LiteRT's own kernels), one image
     at a time. Float inputs of an integer-input file (litert-torch's int8 files, Google's uint8 ones) are
     quantized with the file's own scale; inputs already of the file's integer type go in as they are
@@ -176,7 +178,7 @@ def litert_runner(data: bytes | str | os.PathLike, precision: str, threads: int 
 _EXECUTORCH_THREADS: list[int] = []  # the thread count ExecuTorch's pool was last reset to
 
 
-def executorch_runner(data: bytes | str | os.PathLike, precision: str, threads: int = 2) -> Runner:
+def executorch_runner(data: bytes | str | os.PathLike, precision: str, threads: int | None = None) -> Runner:
     """A ``.pte`` program in ExecuTorch's runtime (XNNPACK), one image at a time. Threads are set through
     ExecuTorch's only handle for them, a private call that replaces the process's thread pool under every
     program already loaded: it is made only when the count changes (in practice once per process)."""
@@ -186,6 +188,7 @@ def executorch_runner(data: bytes | str | os.PathLike, precision: str, threads: 
             from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
             from executorch.runtime import Runtime
 
+        threads = threads or default_threads()
         if _EXECUTORCH_THREADS[-1:] != [threads]:
             _unsafe_reset_threadpool(threads)
             _EXECUTORCH_THREADS.append(threads)
@@ -203,7 +206,7 @@ def executorch_runner(data: bytes | str | os.PathLike, precision: str, threads: 
     return run
 
 
-def coreml_runner(path: str | os.PathLike, precision: str, threads: int = 2) -> Runner:
+def coreml_runner(path: str | os.PathLike, precision: str, threads: int | None = None) -> Runner:
     """A Core ML package; its predictions exist only on macOS (refused elsewhere, in one sentence)."""
     if platform.system() != "Darwin":
         raise RuntimeUnavailable(f"{Path(path).name} is a Core ML model: its predictions need macOS "
@@ -228,7 +231,7 @@ FILE_RUNNERS: dict[str, Callable[..., Runner]] = {
 }
 
 
-def open_runner(runtime: str, source: Any, precision: str, threads: int = 2) -> Runner:
+def open_runner(runtime: str, source: Any, precision: str, threads: int | None = None) -> Runner:
     """The runner of ``runtime`` (``eager`` for a PyTorch module, or a key of :data:`FILE_RUNNERS` for a
     file's bytes or path) at ``precision``."""
     if runtime == "eager":

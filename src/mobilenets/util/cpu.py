@@ -80,3 +80,13 @@ def cpu_info() -> CpuInfo:
     isa = [name for name, aliases in ISA_FLAGS.items() if flags.intersection(aliases)]
     model = info.get("brand_raw") or platform.processor() or "unknown CPU"
     return CpuInfo(model.strip(), platform.machine(), tuple(isa), torch.backends.cpu.get_cpu_capability())
+
+
+def default_threads() -> int:
+    """The threads a runtime gets unless told: 2 (one image stream's latency on the 2-core machines this
+    project is measured on), or fewer where PyTorch is held to fewer (``OMP_NUM_THREADS``,
+    ``torch.set_num_threads``): one setting for every runtime in the process, so that processes sharing
+    the cores (the test suite's two workers) do not each spin up a pool per core."""
+    import torch
+
+    return max(1, min(2, torch.get_num_threads()))
