@@ -139,8 +139,8 @@ def litert_io(data: bytes | str | os.PathLike, threads: int | None = None,
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     kind = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin else OpResolverType.AUTO
+    threads = threads or default_threads()
     with quiet(), as_file(data, ".tflite") as path:
-        threads = threads or default_threads()
         interpreter = Interpreter(model_path=path, num_threads=threads, experimental_op_resolver_type=kind)
         interpreter.allocate_tensors()
     return interpreter, interpreter.get_input_details()[0], interpreter.get_output_details()[0]
