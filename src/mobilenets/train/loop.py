@@ -37,7 +37,13 @@ from mobilenets.train.recipes import RECIPES, Recipe
 from mobilenets.train.tasks import train_task
 from mobilenets.util.errors import DataError, TrainingError
 from mobilenets.util.extras import has
-from mobilenets.util.files import atomic_save_safetensors, atomic_torch_save, atomic_write_bytes, atomic_write_json
+from mobilenets.util.files import (
+    atomic_save_safetensors,
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_json,
+    load_tensors_only,
+)
 from mobilenets.weights.factory import BEST, MODEL_JSON
 
 
@@ -75,7 +81,7 @@ def seed_everything(seed: int) -> None:
 def read_resume_state(path: Path) -> dict[str, Any]:
     """``last.pt`` without running any code from it; a refusal is one sentence."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_tensors_only(path)
     except pickle.UnpicklingError as exc:
         raise TrainingError(f"Refusing to resume from {path}: unpickling it would run code "
                             f"({str(exc).splitlines()[0][:120]}).") from None  # fmt: skip

@@ -1,4 +1,5 @@
-"""Atomic writes: a kill at any moment leaves either the old file or the new one, never a torn one."""
+"""Atomic writes: a kill at any moment leaves either the old file or the new one, never a torn one; and
+the one way a PyTorch checkpoint is read (tensors only, no code run)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,15 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def load_tensors_only(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers, never code. PyTorch's
+    warning about a pickle protocol it did not write is silenced: the callers turn a refusal into one
+    sentence, and a protocol-4 pickle is what a refused file usually is."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

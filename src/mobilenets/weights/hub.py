@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from mobilenets.util.errors import UnknownWeights, WeightsError
+from mobilenets.util.files import load_tensors_only
 from mobilenets.util.net import answers
 from mobilenets.weights.catalog import BY_NAME, Weights, release
 from mobilenets.weights.convert import convert_for
@@ -60,7 +61,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path} is neither a PyTorch checkpoint nor a safetensors file; give a state dict "
                            "saved with torch.save, or a .safetensors file.")  # fmt: skip
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_tensors_only(path)
     except pickle.UnpicklingError:
         raise WeightsError(f"Refusing to load {path}: it is a pickle that would run code or build objects other "
                            "than tensors; save a plain state dict (torch.save(model.state_dict())) or "
