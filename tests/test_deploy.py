@@ -399,7 +399,7 @@ def test_runtimes_take_their_threads_from_one_setting(tmp_path):
         torch.set_num_threads(before)
 
 
-def test_select_orders_by_published_top1(monkeypatch):
+def test_select_orders_by_published_top1(monkeypatch, capsys):
     from mobilenets.deploy import bench
     from mobilenets.evaluate.zoo import PUBLISHED
 
@@ -409,3 +409,7 @@ def test_select_orders_by_published_top1(monkeypatch):
     assert [r.published_top1 for r in rows] == sorted((p.top1 for p in small), reverse=True)
     none = bench.select(1e-6, backend="fused", repeats=2)
     assert not any(r.fits for r in none)
+    capsys.readouterr()
+    assert main(["select", "--budget-ms", "1e6", "--backend", "fused", "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"3 of 3 published MobileNets run within 1e+06 ms here (fused fp32, {default_threads()} thread" in out

@@ -125,7 +125,8 @@ def bench_pairs(backends: list[str], precisions: list[str]) -> list[tuple[str, s
 def bench_header(threads: int | None = None) -> str:
     """The machine a benchmark ran on, for the top of its table."""
     cpu, threads = cpu_info(), threads or default_threads()
-    return f"# CPU: {cpu.summary}; torch kernels {cpu.torch_kernels}; torch {torch.__version__}; {threads} threads"
+    count = f"{threads} thread{'s' if threads != 1 else ''}"
+    return f"# CPU: {cpu.summary}; torch kernels {cpu.torch_kernels}; torch {torch.__version__}; {count}"
 
 
 def bench(models: list[str], backends: list[str], batch_sizes: list[int], threads: int | None = None,
