@@ -136,7 +136,7 @@ _SECONDS: dict[str, float] = {}  # "module path::test" -> seconds of its call, s
 _CHILD_SECONDS: dict[str, float] = {}  # the same by "module file::test", as reported (the summary's)
 
 
-# Seconds for one module's own-process tests (the slowest module takes about 120 s here).
+# Seconds for one module's own-process tests (the slowest, test_mobile, took 190-220 s on a fresh clone here).
 OWN_PROCESS_TIMEOUT = int(os.environ.get("MOBILENETS_OWN_PROCESS_TIMEOUT", "900"))
 
 

@@ -261,7 +261,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_select(args: argparse.Namespace) -> None:
-    from mobilenets.deploy.bench import bench_header, select
+    from mobilenets.deploy.bench import bench_header, select, thread_count
 
     threads = args.threads or default_threads()
     rows = select(args.budget_ms, args.backend, args.precision, threads, args.repeats)
@@ -269,7 +269,7 @@ def cmd_select(args: argparse.Namespace) -> None:
     print(bench_header(threads))
     print(
         f"{len(fits)} of {len(rows)} published MobileNets run within {args.budget_ms:g} ms here "
-        f"({args.backend} {args.precision}, {threads} thread{'s' if threads != 1 else ''}, batch 1):"
+        f"({args.backend} {args.precision}, {thread_count(threads)}, batch 1):"
     )
     print(f"{'config':<22} {'top-1':>6} {'latency ms':>10} {'MAdds (M)':>9}")
     for r in fits:

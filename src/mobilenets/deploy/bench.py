@@ -122,10 +122,14 @@ def bench_pairs(backends: list[str], precisions: list[str]) -> list[tuple[str, s
     return pairs
 
 
+def thread_count(threads: int) -> str:
+    """``"1 thread"``, ``"2 threads"``."""
+    return f"{threads} thread{'s' if threads != 1 else ''}"
+
+
 def bench_header(threads: int | None = None) -> str:
     """The machine a benchmark ran on, for the top of its table."""
-    cpu, threads = cpu_info(), threads or default_threads()
-    count = f"{threads} thread{'s' if threads != 1 else ''}"
+    cpu, count = cpu_info(), thread_count(threads or default_threads())
     return f"# CPU: {cpu.summary}; torch kernels {cpu.torch_kernels}; torch {torch.__version__}; {count}"
 
 

@@ -89,4 +89,4 @@ def default_threads() -> int:
     the cores (the test suite's two workers) do not each spin up a pool per core."""
     import torch
 
-    return max(1, min(2, torch.get_num_threads()))
+    return min(2, torch.get_num_threads())
