@@ -1,7 +1,7 @@
 """The int8 ONNX file's settings, one at a time: activations with zero points (NNCF's mixed preset) or
 symmetric (performance), ReLU6 outputs on NNCF's ranges or pinned to [0, 6].
 
-    python benchmarks/bench_int8_onnx_settings.py [--limit N] [--calib DIR] [--weight-bits 7|8]
+    python benchmarks/bench_int8_onnx_settings.py [--limit N] [--calib DIR] [--weight-bits 7|8] [--peer openvino]
 
 For Google's V2 and V3-Small (recalibrated, as ``--recalibrate`` does) and float V1 0.25 (TFLite files in
 ../shared/data/weights): ``quantize_onnx`` with this CPU's weight bits (or ``--weight-bits``), as
@@ -9,7 +9,11 @@ For Google's V2 and V3-Small (recalibrated, as ``--recalibrate`` does) and float
 out, calibrated on ``--calib`` (default: the COCO photos). Top-1 of each file in ONNX Runtime and
 OpenVINO on the 1300 ImageNet images, against the fp32 export's; how many convolutions OpenVINO runs in
 fp32 (its profiling counters); and batch-1 latency (2 threads) of the file in OpenVINO as a ratio to
-ONNX Runtime running the fp32 export, in the same run. Prints Markdown rows for benchmarks/RESULTS.md.
+ONNX Runtime running the fp32 export (``--peer openvino``: OpenVINO running it), in the same run. Prints
+Markdown rows for benchmarks/RESULTS.md, then the kernels OpenVINO ran the int8 convolutions in.
+
+An AVX2-only CPU's kernels on a newer x86 CPU: ``ONEDNN_MAX_CPU_ISA=AVX2`` (oneDNN's dispatcher control)
+makes OpenVINO use them; ONNX Runtime has no such switch and keeps this CPU's.
 """
 
 from __future__ import annotations
@@ -70,21 +74,24 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--calib", default=str(DATA / "coco128" / "images"))
     parser.add_argument("--weight-bits", default="auto", help="7 (AVX2's setting) or 8 (VNNI/AMX); default: this CPU's")
+    parser.add_argument("--peer", choices=["onnxruntime", "openvino"], default="onnxruntime", help="fp32 runtime timed")
     args = parser.parse_args()
     torch.set_num_threads(2)
     with (DATA / "imagenet-val-1300" / "labels.csv").open() as f:
         rows = list(csv.DictReader(f))[: args.limit]
     labels = np.array([int(r["label"]) for r in rows])
     print(bench_header(2) + f"; int8 weight bits {int8_settings.weight_bits(args.weight_bits)}; --calib {args.calib}\n")
+    peer_name = {"onnxruntime": "ORT", "openvino": "OpenVINO"}[args.peer]
     print("| model | fp32 top-1 | settings | ORT int8 top-1 | OpenVINO int8 top-1 | convolutions OpenVINO runs "
-          "in fp32 | OpenVINO int8 ms / ORT fp32 ms (ratio) |\n|---|---|---|---|---|---|---|")  # fmt: skip
+          f"in fp32 | OpenVINO int8 ms / {peer_name} fp32 ms (ratio) |\n|---|---|---|---|---|---|---|")  # fmt: skip
+    kernels: set[str] = set()
     for name in FILES:
         model = load_tflite(DATA / "weights" / f"{name}.tflite").eval()
         pixels = eval_pixels([DATA / "imagenet-val-1300" / "images" / r["file"] for r in rows], model.pretrained_cfg)
         x = torch.stack([to_tensor(p, model.pretrained_cfg) for p in pixels]).numpy()
         calib = quantize.calibration_batch(args.calib, model.pretrained_cfg)
         fp32 = onnx_bytes(model, torch.from_numpy(x[:1]))
-        peer = onnxruntime_runner(fp32, "fp32")
+        peer = (onnxruntime_runner if args.peer == "onnxruntime" else openvino_runner)(fp32, "fp32")
         files = {}
         for said, (preset, pin) in VARIANTS.items():
             quantize.nncf_options, int8_settings.pin_relu6_ranges = _settings(preset, pin)
@@ -96,12 +103,14 @@ def main() -> None:
             for k, run in runs.items():
                 times[k].append(statistics.median(measure_ms(run, x[:1], 20)))
         ms = {k: statistics.median(v) for k, v in times.items()}
-        ref = _top1(peer, x, labels)
+        ref = _top1(onnxruntime_runner(fp32, "fp32"), x, labels)
         for said, data in files.items():
             ort, ov = _top1(onnxruntime_runner(data, "int8"), x, labels), _top1(runs[said], x, labels)
             print(f"| {name} | {ref:.2f} | {said} | {ort:.2f} ({ort - ref:+.2f}) | {ov:.2f} ({ov - ref:+.2f}) | "
                   f"{_fp32_convs(data, x[:1])} | {ms[said]:.2f} / {ms['peer']:.2f} ({ms[said] / ms['peer']:.2f}) |",
                   flush=True)  # fmt: skip
+            kernels |= {k for op, k, _ in openvino_kernels(data, x[:1]) if "Convolution" in op and "I8" in k}
+    print(f"\nOpenVINO's int8 convolution kernels: {', '.join(sorted(kernels))}")
 
 
 if __name__ == "__main__":

@@ -131,6 +131,43 @@ def as_written(model: Any, keep: set[str]) -> None:
     shrink_weights(model, keep)
 
 
+def uint8_gemms_as_convs(model: Any) -> None:
+    """Each fully connected layer with uint8 weights (Google's, carried) as the 1x1 convolution Google's
+    file has, in place: the same integers, the same arithmetic. OpenVINO keeps a fully connected layer's
+    uint8 weights compressed, and its AVX2 kernels cannot run that ("could not create a primitive
+    descriptor for the inner product", OpenVINO 2026.4 with oneDNN limited to AVX2); a convolution's
+    weights it unpacks when compiling. Shifting them to int8 instead would also do for OpenVINO, but ONNX
+    Runtime's AVX2 kernels saturate full-range int8 weights (see :func:`weight_bits`)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = {t.name: t for t in model.graph.initializer}
+    made_by = {out: n for n in model.graph.node for out in n.output}
+    for gemm in [n for n in model.graph.node if n.op_type == "Gemm"]:
+        dq = made_by.get(gemm.input[1])
+        attrs = {a.name: helper.get_attribute_value(a) for a in gemm.attribute}
+        plain = attrs.get("transB") == 1 and not attrs.get("transA") and attrs.get("alpha", 1.0) == 1.0
+        plain = plain and attrs.get("beta", 1.0) == 1.0
+        if not plain or dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in weights:
+            continue
+        kernel = weights[dq.input[0]]
+        if kernel.data_type != TensorProto.UINT8:
+            continue
+        kernel.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(kernel)[:, :, None, None], kernel.name))
+        name, inputs, outputs = gemm.name or gemm.output[0], list(gemm.input), list(gemm.output)
+        shapes = [
+            numpy_helper.from_array(np.array(s, np.int64), f"{name}.shape{len(s)}") for s in ([0, -1, 1, 1], [0, -1])
+        ]
+        model.graph.initializer.extend(shapes)
+        at = list(model.graph.node).index(gemm)
+        model.graph.node.remove(gemm)
+        for i, node in enumerate([
+            helper.make_node("Reshape", [inputs[0], shapes[0].name], [f"{name}.nchw"], name=f"{name}.to_nchw"),
+            helper.make_node("Conv", [f"{name}.nchw", *inputs[1:]], [f"{name}.out_nchw"], name=name),
+            helper.make_node("Reshape", [f"{name}.out_nchw", shapes[1].name], outputs, name=f"{name}.to_nc"),
+        ]):  # fmt: skip
+            model.graph.node.insert(at + i, node)
+
+
 def shrink_weights(model: Any, keep: set[str]) -> None:
     """Store the weights compactly, in place.
 

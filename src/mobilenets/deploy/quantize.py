@@ -30,6 +30,7 @@ from mobilenets.deploy.int8_settings import (
     nncf_options,
     shrink_weights,
     stem_nodes,
+    uint8_gemms_as_convs,
     weight_bits,
 )
 from mobilenets.deploy.onnx import add_metadata, check_onnx, onnx_bytes
@@ -144,6 +145,7 @@ def carried_onnx(model: torch.nn.Module, x: torch.Tensor) -> bytes:
     rounded = attach(fuse(model), plan, weights=True)
     proto = onnx.load_from_string(onnx_bytes(rounded, x))
     shrink_weights(proto, keep=set())
+    uint8_gemms_as_convs(proto)
     data = proto.SerializeToString()
     diff = qat_check(data, rounded, x)
     if diff > 0.3:  # a rounding that goes the other way early moves the logits by several grid steps
