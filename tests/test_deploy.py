@@ -193,7 +193,7 @@ for path in sys.argv[1:]:
 def test_int8_files_in_avx2_kernels(v3, tmp_path, calib_dir):
     """What AVX2-only CPUs run, on any x86 CPU: OpenVINO with oneDNN told ``ONEDNN_MAX_CPU_ISA=AVX2``.
     The premise of ``--weight-bits auto``: its AVX2 int8 kernels compute a 7-bit file as exact integer
-    arithmetic does and saturate an 8-bit one (Google's V2 by default: -0.69 against -3.77 points,
+    arithmetic does and saturate an 8-bit one (Google's V2 recalibrated: -0.69 against -3.77 points,
     benchmarks/RESULTS.md). And a file carrying Google's quantization (V1 0.25, when ../shared is there)
     runs there too: its classifier's uint8 weights, as a fully connected layer, did not compile."""
     pytest.importorskip("openvino")
