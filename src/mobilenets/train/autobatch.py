@@ -2,7 +2,7 @@
 
 As ultralytics' AutoBatch, from a measurement rather than a guess: one training step (forward, loss,
 backward, optimizer step) at small batches, each in a forked child process so that its peak resident memory is its
-own (``wait4``'s ``ru_maxrss``) and nothing it allocates stays in the trainer. Memory grows linearly in
+own (``VmHWM`` above the child's baseline) and nothing it allocates stays in the trainer. Memory grows linearly in
 the batch; the fit (:func:`fit`) gives the largest power of two whose step stays within
 :data:`BUDGET_FRACTION` of the memory available (``MemAvailable``, or the cgroup limit when lower), at most
 :data:`MAX_AUTO_BATCH` and the training set's size per process. A given ``--batch-size N`` is checked
@@ -23,7 +23,7 @@ from mobilenets.util.errors import TrainingError
 MAX_AUTO_BATCH = 64  # the recipes' reference batch; larger batches only add memory on a CPU
 FALLBACK = 32
 BUDGET_FRACTION = 0.3  # of the available memory, for the step's growth (data workers and eval need the rest)
-CLEAR = 1 << 30  # a growth this large is clear of the memory the trainer already holds
+CLEAR = 1 << 30  # a growth this large is clear of what allocator caches make uncertain at small batches
 
 
 def available_bytes() -> int | None:
@@ -51,31 +51,61 @@ def _resident_bytes() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _own_baseline() -> int:
+    """In a forked child: hand the free memory it inherited back to the system (glibc's ``malloc_trim``),
+    so that the step cannot reuse it unseen, reset the peak resident memory (``clear_refs``), and return
+    the resident memory from which the step's growth counts."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(libc).malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except (OSError, AttributeError):  # not glibc, or no clear_refs: the peak then starts at the inherited one
+        pass
+    return _resident_bytes()
+
+
+def _peak_bytes() -> int:
+    status = Path("/proc/self/status").read_text()
+    return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM"))
+
+
 def step_growth(step: Callable[[int], None], batch: int) -> int:
-    """Bytes by which one ``step(batch)`` raises resident memory above the trainer's, run in a forked child."""
+    """Bytes by which one ``step(batch)`` raises resident memory, run in a forked child from its own
+    baseline (:func:`_own_baseline`). Measured from the trainer's resident memory instead, the step hid in
+    memory earlier work had freed: a test worker that had run other modules chose batch 64 at 2 GiB."""
     import torch
 
-    base = _resident_bytes()
+    read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: one thread (OpenMP pools do not survive fork), one step, exit without cleanup
         code = 0
         try:
+            os.close(read)
             torch.set_num_threads(1)
+            base = _own_baseline()
             step(batch)
+            os.write(write, str(max(_peak_bytes() - base, 0)).encode())
         except BaseException:  # noqa: BLE001 - any failure is reported as the exit code
             code = 1
         os._exit(code)
-    _, status, usage = os.wait4(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        said = pipe.read()
+    _, status, _ = os.wait4(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0 or not said:
         raise RuntimeError(f"the trial training step at batch {batch} failed")
-    return max(usage.ru_maxrss * 1024 - base, 0)
+    return int(said)
 
 
 def fit(step: Callable[[int], None], budget: float, cap: int) -> tuple[float, float]:
-    """(fixed, per-image) bytes of a step's growth. Below a few hundred MB the growth hides in memory the
-    trainer already holds (measured: MobileNetV2 at 224 px grows 0, 48, 347, 980, 2200 MB at batch 2-32),
-    so the batch doubles from 2 until the growth is clear of that (:data:`CLEAR`), a quarter of the budget
-    or ``cap``; the slope between the last two batches, never below the last one's growth per image."""
+    """(fixed, per-image) bytes of a step's growth. Small batches' growth is the least certain (allocator
+    caches; MobileNetV2 at 224 px measured 201, 345, 685, 1361, 2584, 4844 MB at batch 2-64, and 0-347 MB
+    at batch 2-8 before the child's own baseline), so the batch doubles from 2 until the growth is clear
+    of that (:data:`CLEAR`), a quarter of the budget or ``cap``; the slope between the last two batches,
+    never below the last one's growth per image."""
     points = [(0, 0)]  # no batch, no growth: a first trial that is already clear gives growth per image
     batch = 2
     while True:
