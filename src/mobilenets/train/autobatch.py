@@ -94,7 +94,7 @@ def step_growth(step: Callable[[int], None], batch: int) -> int:
     os.close(write)
     with os.fdopen(read, "rb") as pipe:
         said = pipe.read()
-    _, status, _ = os.wait4(pid, 0)
+    _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0 or not said:
         raise RuntimeError(f"the trial training step at batch {batch} failed")
     return int(said)
