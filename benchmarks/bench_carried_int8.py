@@ -48,23 +48,34 @@ def _row(name: str, ref: np.ndarray, labels: np.ndarray, runtime: str, logits: n
     return f"| {name} | {ref_top1:.2%} | {runtime} | {top1:.2%} | {agree:.2%} ({strict:.2%}) | {ms} |"
 
 
+def imagenet_rows(limit: int | None) -> tuple[list[dict[str, str]], np.ndarray]:
+    """The first ``limit`` rows of the 1300 ImageNet images' labels.csv, and their labels."""
+    with (DATA / "imagenet-val-1300" / "labels.csv").open() as f:
+        rows = list(csv.DictReader(f))[:limit]
+    return rows, np.array([int(r["label"]) for r in rows])
+
+
+def google_file(name: str, rows: list[dict[str, str]]) -> tuple[Path, torch.nn.Module, list, np.ndarray, np.ndarray]:
+    """Google's ``name``.tflite: its path, its import, the images' uint8 pixels as LiteRT gets them, LiteRT's
+    logits on them (background class dropped) and our preprocessing of the same pixels."""
+    path = DATA / "weights" / f"{name}.tflite"
+    model = load_tflite(path)
+    pixels = eval_pixels([DATA / "imagenet-val-1300" / "images" / r["file"] for r in rows], model.pretrained_cfg)
+    x = torch.stack([to_tensor(p, model.pretrained_cfg) for p in pixels]).numpy()
+    return path, model, pixels, litert_logits(path, pixels)[:, 1:], x
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--limit", type=int, default=None)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    with (DATA / "imagenet-val-1300" / "labels.csv").open() as f:
-        rows = list(csv.DictReader(f))[: args.limit]
-    labels = np.array([int(r["label"]) for r in rows])
+    rows, labels = imagenet_rows(args.limit)
     print(bench_header(2))
     print("| file | LiteRT top-1 | runtime | top-1 | agreement (strict) | int8 ms / ORT fp32 ms (ratio) |")
     print("|---|---|---|---|---|---|")
     for name in FILES:
-        path = DATA / "weights" / f"{name}.tflite"
-        model = load_tflite(path)
-        pixels = eval_pixels([DATA / "imagenet-val-1300" / "images" / r["file"] for r in rows], model.pretrained_cfg)
-        ref = litert_logits(path, pixels)[:, 1:]
-        x = torch.stack([to_tensor(p, model.pretrained_cfg) for p in pixels]).numpy()
+        path, model, pixels, ref, x = google_file(name, rows)
         one = torch.from_numpy(x[:1])
         builtin = litert_logits(path, pixels, builtin=True)[:, 1:]
         print(_row(name, ref, labels, "LiteRT, built-in kernels (Google's file)", builtin))
