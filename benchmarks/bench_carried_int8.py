@@ -48,6 +48,14 @@ def _row(name: str, ref: np.ndarray, labels: np.ndarray, runtime: str, logits: n
     return f"| {name} | {ref_top1:.2%} | {runtime} | {top1:.2%} | {agree:.2%} ({strict:.2%}) | {ms} |"
 
 
+def start_table(limit: int | None, columns: list[str]) -> tuple[list[dict[str, str]], np.ndarray]:
+    """Two threads, the CPU's header line and the Markdown table's head; the images' rows and labels."""
+    torch.set_num_threads(2)
+    print(bench_header(2))
+    print(f"| {' | '.join(columns)} |\n|{'---|' * len(columns)}")
+    return imagenet_rows(limit)
+
+
 def imagenet_rows(limit: int | None) -> tuple[list[dict[str, str]], np.ndarray]:
     """The first ``limit`` rows of the 1300 ImageNet images' labels.csv, and their labels."""
     with (DATA / "imagenet-val-1300" / "labels.csv").open() as f:
@@ -69,11 +77,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--limit", type=int, default=None)
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    rows, labels = imagenet_rows(args.limit)
-    print(bench_header(2))
-    print("| file | LiteRT top-1 | runtime | top-1 | agreement (strict) | int8 ms / ORT fp32 ms (ratio) |")
-    print("|---|---|---|---|---|---|")
+    columns = ["file", "LiteRT top-1", "runtime", "top-1", "agreement (strict)", "int8 ms / ORT fp32 ms (ratio)"]
+    rows, labels = start_table(args.limit, columns)
     for name in FILES:
         path, model, pixels, ref, x = google_file(name, rows)
         one = torch.from_numpy(x[:1])

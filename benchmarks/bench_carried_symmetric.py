@@ -20,8 +20,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from bench_carried_int8 import FILES, google_file, imagenet_rows
-from mobilenets.deploy.bench import bench_header
+from bench_carried_int8 import FILES, google_file, start_table
 from mobilenets.deploy.onnx import onnx_bytes
 from mobilenets.deploy.quantize import carried_onnx
 from mobilenets.evaluate.litert import top1_agreement
@@ -62,10 +61,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--limit", type=int, default=None)
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    rows, labels = imagenet_rows(args.limit)
-    print(bench_header(2))
-    print("| file | weights | runtime | top-1 | agreement | int8 ms / ORT fp32 ms (ratio) |\n|---|---|---|---|---|---|")
+    columns = ["file", "weights", "runtime", "top-1", "agreement", "int8 ms / ORT fp32 ms (ratio)"]
+    rows, labels = start_table(args.limit, columns)
     for name in FILES:
         _, model, _, ref, x = google_file(name, rows)
         one = torch.from_numpy(x[:1])

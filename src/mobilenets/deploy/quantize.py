@@ -23,6 +23,7 @@ import torch
 from mobilenets.data.images import BUILTIN
 from mobilenets.data.preprocess import list_images, preprocess
 from mobilenets.deploy.accuracy_budget import check_max_drop, quantize_within, validation_set
+from mobilenets.deploy.carried_graph import as_litert_computes
 from mobilenets.deploy.contract import model_metadata, sized_cfg
 from mobilenets.deploy.int8_settings import (
     as_written,
@@ -136,8 +137,9 @@ def quantize_onnx(
 def carried_onnx(model: torch.nn.Module, x: torch.Tensor) -> bytes:
     """The int8 QDQ ONNX model of a model imported from a quantized TFLite file, on the file's own grids
     (``model.tflite_quantization``): its uint8 weights with their zero points and every activation's
-    scale and zero point, nothing recalibrated. Checked in ONNX Runtime against the same rounding in
-    PyTorch; the metadata is left to the caller."""
+    scale and zero point, nothing recalibrated; the operations Google's file computes in integers as
+    LiteRT computes them (:func:`.carried_graph.as_litert_computes`). Checked in ONNX Runtime against the
+    same rounding in PyTorch; the metadata is left to the caller."""
     with needs("int8 ONNX export"):
         import onnx
 
@@ -146,6 +148,7 @@ def carried_onnx(model: torch.nn.Module, x: torch.Tensor) -> bytes:
     proto = onnx.load_from_string(onnx_bytes(rounded, x))
     shrink_weights(proto, keep=set())
     uint8_gemms_as_convs(proto)
+    as_litert_computes(proto)
     data = proto.SerializeToString()
     diff = qat_check(data, rounded, x)
     if diff > 0.3:  # a rounding that goes the other way early moves the logits by several grid steps
