@@ -189,6 +189,68 @@ for path in sys.argv[1:]:
 """
 
 
+def _quantized_op(op: str, grids: list, out: tuple[float, int], shape: tuple) -> onnx.ModelProto:
+    """uint8 inputs ``a``, ``b``, ... of ``shape`` -> DequantizeLinear on ``grids`` -> ``op`` ->
+    QuantizeLinear on ``out`` -> uint8 ``y``: one operation as PyTorch's exporter writes it in a carried
+    file."""
+    from onnx import TensorProto, helper
+
+    names, nodes, inits = "ab"[: len(grids)], [], []
+    for name, (scale, zero) in zip(names, grids):
+        inits += [
+            numpy_helper.from_array(np.float32(scale), f"{name}.s"),
+            numpy_helper.from_array(np.uint8(zero), f"{name}.z"),
+        ]
+        nodes.append(helper.make_node("DequantizeLinear", [name, f"{name}.s", f"{name}.z"], [f"{name}.f"]))
+    inits += [numpy_helper.from_array(np.float32(out[0]), "y.s"), numpy_helper.from_array(np.uint8(out[1]), "y.z")]
+    nodes += [helper.make_node(op, [f"{n}.f" for n in names], ["y.f"])]
+    nodes += [helper.make_node("QuantizeLinear", ["y.f", "y.s", "y.z"], ["y"])]
+    io = [helper.make_tensor_value_info(n, TensorProto.UINT8, shape) for n in names]
+    graph = helper.make_graph(nodes, op, io, [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_litert_arithmetic_in_onnx_runtimes():
+    """A carried file's hard-swish, residual sums and average pooling, rewritten to compute as LiteRT
+    (:mod:`mobilenets.deploy.carried_graph`), give LiteRT's values for every uint8 input in ONNX Runtime
+    and OpenVINO (the tables are checked against LiteRT itself in test_tflite); the float path they
+    replace differs from them on some inputs of each of these grids."""
+    import openvino as ov
+
+    from mobilenets.deploy.carried_graph import as_litert_computes
+    from mobilenets.deploy.litert_kernels import add_table, hard_swish_table
+
+    u8 = np.arange(256, dtype=np.uint8)
+    pairs = [p.reshape(-1) for p in np.meshgrid(u8, u8, indexing="ij")]
+    pooled = np.random.default_rng(0).integers(0, 256, (4, 256, 14, 14), dtype=np.uint8)
+    pooled[0, 0] = np.repeat([1, 0], 7)[:, None]  # a sum of 98 over 196: the mean ties at 1/2
+    odd = np.random.default_rng(1).integers(0, 256, (4, 256, 7, 21), dtype=np.uint8)  # 147: no ties, half is 73
+    grids = (
+        [(0.33663276, 131), (0.06024338, 2)],
+        [(0.47078258, 98), (0.05068462, 8)],
+        [(0.2, 120), (0.35, 130), (0.4, 125)],
+    )
+    cases = [  # (op, input grids, output grid, inputs, what LiteRT gives, how the rewrite computes it)
+        ("HardSwish", grids[0][:1], grids[0][1], [u8], hard_swish_table(*grids[0][0], *grids[0][1]), "Where"),
+        ("HardSwish", grids[1][:1], grids[1][1], [u8], hard_swish_table(*grids[1][0], *grids[1][1]), "Gather"),
+        ("Add", grids[2][:2], grids[2][2], pairs, add_table(*grids[2]).reshape(-1), "Gather"),
+        ("GlobalAveragePool", [(0.1, 2)], (0.1, 2), [pooled], None, "ReduceSum"),
+        ("GlobalAveragePool", [(0.1, 2)], (0.1, 2), [odd], None, "ReduceSum"),
+    ]
+    for op, ins, out, xs, expected, kind in cases:
+        model = _quantized_op(op, ins, out, xs[0].shape)
+        feeds = dict(zip("ab", xs))
+        if expected is None:
+            count = xs[0].shape[2] * xs[0].shape[3]
+            expected = (xs[0].sum((2, 3), keepdims=True, dtype=np.int64) + count // 2) // count
+        as_float = ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
+        assert np.array_equal(as_float, expected) == (xs[0] is odd), op  # the float path rounds otherwise
+        assert as_litert_computes(model)[op] == 1 and kind in {n.op_type for n in model.graph.node}
+        got = ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
+        compiled = ov.Core().compile_model(ov.Core().read_model(model.SerializeToString(), b""), "CPU")
+        assert np.array_equal(got, expected) and np.array_equal(compiled(feeds)["y"], expected), (op, kind)
+
+
 @pytest.mark.skipif(not cpu_info().has("avx2"), reason="AVX2's int8 kernels need an x86 CPU with AVX2")
 def test_int8_files_in_avx2_kernels(v3, tmp_path, calib_dir):
     """What AVX2-only CPUs run, on any x86 CPU: OpenVINO with oneDNN told ``ONEDNN_MAX_CPU_ISA=AVX2``.
