@@ -13,8 +13,8 @@ LiteRT's own kernels for what XNNPACK does not take) computes:
 - convolutions and MUL as XNNPACK's float32 requantization, which is what ONNX Runtime's fused
   ``QLinearConv``/``QLinearMul`` compute too.
 
-Each table reproduces every value LiteRT produced for these ops on the 1300 images' first ones
-(``tests/test_tflite.py`` checks it on Google's V2 and V3-Small files).
+Each table reproduces every value LiteRT computes for these ops on real images (``tests/test_tflite.py``
+checks three images through Google's V2 and V3-Small files).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 _U8 = np.arange(256, dtype=np.int64)
 
 
-def quantize_multiplier(real: float) -> tuple[int, int]:
+def _quantize_multiplier(real: float) -> tuple[int, int]:
     """TFLite's ``QuantizeMultiplier``: ``real ~ m * 2**(shift - 31)`` with ``m`` in [2**30, 2**31)."""
     if real == 0:
         return 0, 0
@@ -61,7 +61,7 @@ def _high_mul16(a: np.ndarray, b: int, rounding: bool) -> np.ndarray:
 
 def _int16_multiplier(real: float) -> tuple[int, int]:
     """TFLite's ``QuantizeMultiplier`` then ``DownScaleInt32ToInt16Multiplier``."""
-    m, shift = quantize_multiplier(real)
+    m, shift = _quantize_multiplier(real)
     return (32767 if m >= (1 << 31) - 1 - (1 << 15) else (m + (1 << 15)) >> 16), shift
 
 
@@ -83,7 +83,7 @@ def hard_swish_table(in_scale: float, in_zero: int, out_scale: float, out_zero: 
     return np.clip(_rounding_divide_by_pot(out, -out_shift) + out_zero, 0, 255).astype(np.uint8)
 
 
-def add_multipliers(a_scale: float, b_scale: float, out_scale: float) -> tuple[int, int, int]:
+def _add_multipliers(a_scale: float, b_scale: float, out_scale: float) -> tuple[int, int, int]:
     """XNNPACK's uint8 ADD parameters (``xnn_init_qu8_add_minmax_scalar_params``): each input's multiplier
     (the largest in [2**20, 2**21)) and the right shift."""
     f32 = np.float32
@@ -96,6 +96,6 @@ def add_multipliers(a_scale: float, b_scale: float, out_scale: float) -> tuple[i
 def add_table(a: tuple[float, int], b: tuple[float, int], out: tuple[float, int]) -> np.ndarray:
     """XNNPACK's uint8 ADD of grids ``a`` and ``b`` (scale, zero point) onto ``out`` for every pair of
     input values: a 256 x 256 uint8 table indexed ``[a, b]``, rounded half up."""
-    a_m, b_m, shift = add_multipliers(a[0], b[0], out[0])
+    a_m, b_m, shift = _add_multipliers(a[0], b[0], out[0])
     acc = a_m * (_U8[:, None] - a[1]) + b_m * (_U8[None, :] - b[1])
     return np.clip(((acc + (1 << (shift - 1))) >> shift) + out[1], 0, 255).astype(np.uint8)
