@@ -1,13 +1,14 @@
 """The carried int8 ONNX file with symmetric int8 weights instead of Google's uint8 ones (not shipped).
 
-    python benchmarks/bench_carried_symmetric.py [--limit N]
+    python benchmarks/bench_carried_symmetric.py [--limit N] [--clip]
 
 For Google's quantized V1 0.25, V2 and V3-Small: the file ``export --int8`` writes (``carried_onnx``), and
 the same file with each uint8 weight tensor rewritten as the phone files hold it: Google's integers
 shifted by the zero point, per output channel on Google's scale, and a channel that spans more than
-[-127, 127] rescaled to fit. Batch-1 latency (2 threads) of both in ONNX Runtime and OpenVINO as a ratio to
-ONNX Runtime fp32 of the float import, in the same run, and top-1 and agreement with LiteRT running
-Google's file on the 1300 ImageNet images. Prints Markdown rows for benchmarks/RESULTS.md.
+[-127, 127] rescaled to fit (``--clip``: its integers clipped to [-127, 127] instead). Batch-1 latency
+(2 threads) of both in ONNX Runtime and OpenVINO as a ratio to ONNX Runtime fp32 of the float import, in
+the same run, and top-1 and agreement with LiteRT running Google's file on the 1300 ImageNet images.
+Prints Markdown rows for benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from mobilenets.evaluate.litert import top1_agreement
 from mobilenets.runtime.runners import measure_ms, onnxruntime_runner, openvino_runner
 
 
-def symmetric_weights(data: bytes) -> tuple[bytes, int]:
-    """``data`` with every uint8 weight as per-channel symmetric int8; and how many channels were rescaled."""
+def symmetric_weights(data: bytes, clip: bool = False) -> tuple[bytes, int]:
+    """``data`` with every uint8 weight as per-channel symmetric int8; and how many channels spanned more
+    than [-127, 127] (rescaled, or with ``clip`` clipped)."""
     model = onnx.load_from_string(data)
     values = {t.name: t for t in model.graph.initializer}
     consts = {n.output[0]: n.attribute[0].t for n in model.graph.node if n.op_type == "Constant"}
-    rescaled = 0
+    wide = 0
     for node in model.graph.node:
         if node.op_type != "DequantizeLinear" or node.input[0] not in values:
             continue
@@ -43,8 +45,10 @@ def symmetric_weights(data: bytes) -> tuple[bytes, int]:
         per_channel = (-1,) + (1,) * (q.ndim - 1)
         shifted = q.astype(np.float64) - np.broadcast_to(zero, q.shape[:1]).reshape(per_channel)
         reach = np.abs(shifted.reshape(len(q), -1)).max(1)
+        wide += int((reach > 127).sum())
+        if clip:
+            shifted, reach = np.clip(shifted, -127, 127), np.minimum(reach, 127)
         shrink = np.maximum(reach / 127, 1.0)
-        rescaled += int((shrink > 1).sum())
         values[node.input[0]].CopyFrom(numpy_helper.from_array(
             np.round(shifted / shrink.reshape(per_channel)).astype(np.int8), node.input[0]))  # fmt: skip
         new_scale = np.broadcast_to(scale, q.shape[:1]) * shrink
@@ -54,12 +58,13 @@ def symmetric_weights(data: bytes) -> tuple[bytes, int]:
         node.input[1], node.input[2] = names
         del node.attribute[:]
         node.attribute.append(helper.make_attribute("axis", 0))
-    return model.SerializeToString(), rescaled
+    return model.SerializeToString(), wide
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--clip", action="store_true", help="clip the integers out of [-127, 127], not rescale")
     args = parser.parse_args()
     columns = ["file", "weights", "runtime", "top-1", "agreement", "int8 ms / ORT fp32 ms (ratio)"]
     rows, labels = start_table(args.limit, columns)
@@ -67,9 +72,10 @@ def main() -> None:
         _, model, _, ref, x = google_file(name, rows)
         one = torch.from_numpy(x[:1])
         uint8 = carried_onnx(model, one)
-        int8, rescaled = symmetric_weights(uint8)
+        int8, wide = symmetric_weights(uint8, args.clip)
+        symmetric = f"symmetric int8 ({wide} channels {'clipped' if args.clip else 'rescaled'})"
         runs = {"fp32": onnxruntime_runner(onnx_bytes(model, one), "fp32")}
-        for weights, data in (("Google's uint8", uint8), (f"symmetric int8 ({rescaled} channels rescaled)", int8)):
+        for weights, data in (("Google's uint8", uint8), (symmetric, int8)):
             runs[weights, "ONNX Runtime"] = onnxruntime_runner(data, "int8")
             runs[weights, "OpenVINO"] = openvino_runner(data, "int8")
         times: dict = {k: [] for k in runs}
