@@ -37,6 +37,10 @@ BAD = [  # (command line with {t} for the folder above, what the one line must s
      "--output {t}/q.mlpackage", "--max-drop goes with --int8 and --format onnx, tflite or pte"),
     ("export --model mobilenet_v3_small --int8 --calib {t}/images --max-drop 1 --val {t}/images --qat digits "
      "--output {t}/q.onnx", "give --qat or --max-drop, not both"),
+    ("quantize --model mobilenet_v3_small --output {t}/q.onnx", "quantize needs --calib DIR (images to calibrate on)"),
+    ("quantize --model mobilenet_v3_small --format torchscript --output {t}/q.pt", "--format: invalid choice: 'torchscript'"),
+    ("quantize --model mobilenet_v3_small --format coreml --calib {t}/images --max-drop 1 --val {t}/images "
+     "--output {t}/q.mlpackage", "--max-drop goes with quantize and --format onnx, tflite or pte"),
     ("zoo --plot {t}/folder", "--plot: {t}/folder is a folder"),
     ("zoo --plot {t}/zoo.jpg", "--plot: {t}/zoo.jpg must end in .png"),
     ("train --model mobilenet_v2 --data digits --output {t}/file.txt", "--output: {t}/file.txt is a file; give a folder"),

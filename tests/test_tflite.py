@@ -114,10 +114,11 @@ def test_matches_litert_on_real_images(imagenet):
 
 @pytest.mark.own_process  # LiteRT's interpreter stays out of the test process (see conftest.py)
 def test_int8_onnx_keeps_googles_quantization(imagenet, tmp_path):
-    """``export --int8`` of Google's uint8 MobileNetV2 without --calib: the file holds Google's own uint8
-    weights, and ONNX Runtime agrees with LiteRT running Google's file on at least 99% of the 1300 images
-    (top-1 per image; recalibrating gave 94.5%); its top-1 is within the int8 drop the issue allows of the
-    float import's (FP32_TOP1: measured 0.08 point; `--calib` changes nothing here, test_mobile checks)."""
+    """``export --int8`` (and ``quantize``, to the byte) of Google's uint8 MobileNetV2 without --calib: the
+    file holds Google's own uint8 weights, and ONNX Runtime agrees with LiteRT running Google's file on at
+    least 99% of the 1300 images (top-1 per image; recalibrating gave 94.5%); its top-1 is within the int8
+    drop the issue allows of the float import's (FP32_TOP1: measured 0.08 point; `--calib` changes nothing
+    here, test_mobile checks)."""
     pytest.importorskip("nncf")
     import onnx
     from onnx import numpy_helper
@@ -132,6 +133,9 @@ def test_int8_onnx_keeps_googles_quantization(imagenet, tmp_path):
     line = ["export", "--weights", str(src), "--format", "onnx", "--int8", "--output", str(out)]
     assert main([*line, "--weight-bits", "7"]) == 2 and not out.exists()  # that would recalibrate: --calib
     assert main(line) == 0
+    again = tmp_path / "quantized.onnx"  # `quantize` is `export --int8`, to the byte
+    assert main(["quantize", "--weights", str(src), "--output", str(again)]) == 0
+    assert again.read_bytes() == out.read_bytes()
     graph = read_graph(src)
     google = [graph.tensors[op.inputs[1]].data for op in graph.ops if op.kind.endswith("CONV_2D")]
     google = {w[int(len(w) == 1001) :].tobytes() for w in google}  # the classifier without the background class

@@ -176,19 +176,20 @@ def cmd_export(args: argparse.Namespace) -> None:
     from mobilenets.deploy.quantize import export_int8
     from mobilenets.deploy.wrappers import exportable
 
+    int8 = "quantize" if args.command == "quantize" else "--int8"  # how this command line asked for int8
     extra = "mobile" if args.format in ("tflite", "pte", "coreml") else "int8" if args.int8 else "onnx"
     if args.format in ("onnx", "tflite", "pte", "coreml"):
-        check(extra, f"export --format {args.format}" + (" --int8" if args.int8 else ""))
+        check(extra, f"{args.command} --format {args.format}" + (" --int8" if int8 == "--int8" and args.int8 else ""))
     check_output(args.output, args.format)
     if args.weights and args.weights.endswith((".onnx", ".pte", ".mlpackage")):
         raise UserError("--weights is already an export; export from a checkpoint, weights or --model.")
     if args.calib and not args.int8:
         raise UserError("--calib goes with --int8.")
     if args.int8 and not args.calib and (args.format == "coreml" or not (args.weights or args.pretrained)):
-        raise UserError("--int8 needs --calib DIR (images to calibrate on); only a quantized TFLite file keeps "
+        raise UserError(f"{int8} needs --calib DIR (images to calibrate on); only a quantized TFLite file keeps "
                         "its own quantization without it (onnx, tflite, pte).")  # fmt: skip
     if args.recalibrate and not (args.int8 and args.calib and args.format in ("onnx", "tflite", "pte")):
-        raise UserError("--recalibrate goes with --int8 --calib DIR (onnx, tflite, pte).")
+        raise UserError(f"--recalibrate goes with {int8} --calib DIR (onnx, tflite, pte).")
     if args.int8 and args.format in ("torchscript", "pt2"):
         raise UserError(f"--int8 is not offered for {args.format}; use onnx, tflite, pte or coreml.")
     if (args.max_drop is None) != (args.val is None):
@@ -197,9 +198,9 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise UserError("--max-drop is for post-training int8; give --qat or --max-drop, not both.")
     onnx_only = [f for f, on in (("--weight-bits", args.weight_bits != "auto"), ("--qat", args.qat)) if on]
     if onnx_only and (not args.int8 or args.format != "onnx"):
-        raise UserError(f"{onnx_only[0]} goes with --int8 --format onnx.")
+        raise UserError(f"{onnx_only[0]} goes with {int8} --format onnx.")
     if args.max_drop is not None and (not args.int8 or args.format not in BUDGET_FORMATS):
-        raise UserError("--max-drop goes with --int8 and --format onnx, tflite or pte.")
+        raise UserError(f"--max-drop goes with {int8} and --format onnx, tflite or pte.")
     if args.channels_last_input and args.format not in ("tflite", "pte", "coreml"):
         raise UserError("--channels-last-input is for the phone formats (tflite, pte, coreml).")
     model = _classifier(args, need_classes=False).model

@@ -30,7 +30,7 @@ from mobilenets.cli.commands import (
     cmd_train,
     cmd_zoo,
 )
-from mobilenets.runtime.files import EXPORT_FORMATS
+from mobilenets.runtime.files import EXPORT_FORMATS, INT8_FORMATS
 from mobilenets.runtime.precision import BACKENDS
 from mobilenets.train.recipes import RECIPES
 
@@ -164,13 +164,17 @@ def add_train(p: argparse.ArgumentParser) -> None:
                    help="segmentation: COCO panoptic mask ids to torchvision's 21 VOC classes")  # fmt: skip
 
 
-def add_export(p: argparse.ArgumentParser) -> None:
+def add_export(p: argparse.ArgumentParser, quantize: bool = False) -> None:
+    """``export``'s arguments; ``quantize``'s are the same with ``--int8`` implied and the int8 formats only."""
     add_model_source(p)
-    p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx",
+    p.add_argument("--format", choices=INT8_FORMATS if quantize else EXPORT_FORMATS, default="onnx",
                    help="tflite (LiteRT), pte (ExecuTorch) and coreml are for phones")  # fmt: skip
     p.add_argument("--output", required=True, metavar="PATH", type=output_file())
     p.add_argument("--img-size", type=integer(32, 4096), default=None, help="default: the weights' input size")
-    p.add_argument("--int8", action="store_true", help="int8 (onnx: QDQ; tflite, pte: PT2E; coreml: weights only)")
+    if quantize:
+        p.set_defaults(int8=True)
+    else:
+        p.add_argument("--int8", action="store_true", help="int8 (onnx: QDQ; tflite, pte: PT2E; coreml: weights only)")
     p.add_argument("--channels-last-input", action="store_true", help="phone formats: NHWC input, as camera buffers")
     p.add_argument("--calib", metavar="DIR", type=existing_folder, help="calibration images (searched recursively)")
     p.add_argument("--calib-size", type=integer(1), default=128, metavar="N")
@@ -190,6 +194,10 @@ def add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--qat", metavar="DATA", help="quantization-aware fine-tuning on DATA (as train --data takes)")
     p.add_argument("--qat-epochs", type=integer(1), default=1, metavar="N")
     p.add_argument("--qat-lr", type=number(0, 10, low_open=True), default=1e-3, metavar="LR")
+
+
+def add_quantize(p: argparse.ArgumentParser) -> None:
+    add_export(p, quantize=True)
 
 
 def add_env(p: argparse.ArgumentParser) -> None:
@@ -229,6 +237,11 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "predict": ("top-k classes of images", add_predict, cmd_predict),
     "eval": ("top-1 / top-5 on a folder of images", add_eval, cmd_eval),
     "export": ("export to ONNX, LiteRT, ExecuTorch, Core ML (int8 too), TorchScript or PT2", add_export, cmd_export),
+    "quantize": (
+        "int8 file: what export --int8 writes (calibrated, or a quantized TFLite's own quantization)",
+        add_quantize,
+        cmd_export,
+    ),
     "bench": ("latency per backend on this device, torchvision as the baseline", add_bench, cmd_bench),
     "select": ("which MobileNets fit a latency budget on this device", add_select, cmd_select),
     "env": ("versions, the CPU and its features, and which backends and precisions work here", add_env, cmd_env),

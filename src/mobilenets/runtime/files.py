@@ -12,6 +12,7 @@ from mobilenets.util.extras import check
 
 MOBILE_FORMATS = ("tflite", "pte", "coreml")
 EXPORT_FORMATS = ("onnx", "torchscript", "pt2", *MOBILE_FORMATS)
+INT8_FORMATS = ("onnx", *MOBILE_FORMATS)  # what export --int8 and quantize write
 # The file name each export format writes (the first one is what a refusal suggests).
 SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth"), "pt2": (".pt2",), "tflite": (".tflite",),
             "pte": (".pte",), "coreml": (".mlpackage",)}  # fmt: skip
