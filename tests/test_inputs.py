@@ -41,6 +41,8 @@ BAD = [  # (command line with {t} for the folder above, what the one line must s
     ("quantize --model mobilenet_v3_small --format torchscript --output {t}/q.pt", "--format: invalid choice: 'torchscript'"),
     ("quantize --model mobilenet_v3_small --format coreml --calib {t}/images --max-drop 1 --val {t}/images "
      "--output {t}/q.mlpackage", "--max-drop goes with quantize and --format onnx, tflite or pte"),
+    ("profile --model mobilenet_v2 --width-mult 0", "--width-mult: must be a number above 0"),
+    ("profile --checkpoint {t}/folder --width-mult 0.5", "--width-mult goes with --model NAME"),
     ("zoo --plot {t}/folder", "--plot: {t}/folder is a folder"),
     ("zoo --plot {t}/zoo.jpg", "--plot: {t}/zoo.jpg must end in .png"),
     ("train --model mobilenet_v2 --data digits --output {t}/file.txt", "--output: {t}/file.txt is a file; give a folder"),

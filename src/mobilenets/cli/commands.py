@@ -34,6 +34,38 @@ def cmd_zoo(args: argparse.Namespace) -> None:
         print(f"wrote {args.plot}", file=sys.stderr)
 
 
+def cmd_profile(args: argparse.Namespace) -> None:
+    """Counts of ``--model NAME`` at any ``--width-mult`` (built on the meta device unless weights are loaded:
+    shapes only), or of the model a checkpoint or weights file holds; multiply-adds at ``--img-size``."""
+    import contextlib
+    import json
+
+    import torch
+
+    from mobilenets.models.profile import profile
+    from mobilenets.weights.factory import create_model
+
+    if args.width_mult is not None and not args.model:
+        raise UserError("--width-mult goes with --model NAME; a checkpoint or weights file has its own width.")
+    width = {} if args.width_mult is None else {"width_mult": args.width_mult}
+    if args.model:
+        with contextlib.nullcontext() if args.pretrained else torch.device("meta"):
+            model = create_model(args.model, pretrained=args.pretrained, **width)
+    else:
+        model = _classifier(args, need_classes=False).model
+        if model is None:
+            raise UserError("--weights is already an export; profile a checkpoint, weights or --model.")
+    name = args.model or args.weights or args.checkpoint
+    size = args.img_size or model.pretrained_cfg["input_size"][-1]
+    counts = profile(model, size)
+    row = {"model": name, **width, "input_size": size, "params": counts.params, "params_no_bn": counts.params_no_bn,
+           "macs": counts.macs, "fp32_mb": round(counts.size_mb, 2)}  # fmt: skip
+    print(json.dumps(row) if args.json else
+          f"{name}{f' (width {args.width_mult:g})' if width else ''} at {size}x{size}: {counts.params / 1e6:.2f} M "
+          f"parameters ({counts.params_no_bn / 1e6:.2f} M without BN), {counts.macs / 1e6:.1f} M multiply-adds, "
+          f"{counts.size_mb:.1f} MB in fp32")  # fmt: skip
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from mobilenets.demo import run_demo
 

@@ -26,6 +26,7 @@ from mobilenets.cli.commands import (
     cmd_eval,
     cmd_export,
     cmd_predict,
+    cmd_profile,
     cmd_select,
     cmd_train,
     cmd_zoo,
@@ -47,6 +48,14 @@ def add_zoo(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--weights", nargs="?", const="*", metavar="FILTER",
                    help="list the weights catalogue (names as create_model takes them; wildcards)")  # fmt: skip
+
+
+def add_profile(p: argparse.ArgumentParser) -> None:
+    add_model_source(p)
+    p.add_argument("--width-mult", type=number(0, 4, low_open=True), default=None, metavar="ALPHA",
+                   help="--model: width multiplier (default: the model's)")  # fmt: skip
+    p.add_argument("--img-size", type=integer(32, 4096), default=None, help="default: the model's input size")
+    p.add_argument("--json", action="store_true", help="one JSON line")
 
 
 def add_demo(p: argparse.ArgumentParser) -> None:
@@ -233,6 +242,7 @@ def add_select(p: argparse.ArgumentParser) -> None:
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]] = {
     "zoo": ("published configurations with our parameter and multiply-add counts", add_zoo, cmd_zoo),
+    "profile": ("parameters, multiply-adds and size of any model, width and input size", add_profile, cmd_profile),
     "train": ("train or fine-tune on images (torchrun for many processes)", add_train, cmd_train),
     "predict": ("top-k classes of images", add_predict, cmd_predict),
     "eval": ("top-1 / top-5 on a folder of images", add_eval, cmd_eval),
