@@ -279,6 +279,31 @@ def test_model_metadata_and_background(tmp_path):
         create_model("mobilenet_v3_small", pretrained=str(path))
 
 
+def test_carried_quantization_fits_only_the_files_weights(tmp_path):
+    """A model imported from a quantized file carries the file's quantization only while it holds the file's
+    weights (also rounded in PyTorch, ``fake_quant=True``): once fine-tuned (one weight moved here, or a new
+    classifier) its int8 export calibrates on the images given or, without any, is refused in one sentence."""
+    import mobilenets
+    from mobilenets.deploy.quantize import int8_source
+    from mobilenets.util.errors import ExportError
+
+    path = shared_path("weights", "mobilenet_v1_0.25_224_quant.tflite")
+    model = load_tflite(path)
+    assert int8_source(model, None, 224) is model.tflite_quantization
+    rounded = load_tflite(path, fake_quant=True)
+    assert int8_source(rounded, None, 224) is rounded.tflite_quantization
+    with torch.no_grad():
+        model.blocks[3].pw[0].weight[5, 7] += 1e-4
+    with pytest.raises(ExportError, match="weights have changed since they were read from .* no longer fits"):
+        mobilenets.export(model, tmp_path / "ft.onnx", int8=True)
+    assert not (tmp_path / "ft.onnx").exists()
+    calib = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    assert int8_source(model, calib, 224).shape == (4, 3, 224, 224)
+    rounded.reset_classifier(10)
+    with pytest.raises(ExportError, match="no longer fits"):
+        int8_source(rounded, None, 224)
+
+
 def test_predict_and_eval_commands(imagenet, capsys, tmp_path):
     root, rows, _ = imagenet
     weights = str(shared_path("weights", "mobilenet_v2_1.0_224_quant.tflite"))

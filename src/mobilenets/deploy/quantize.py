@@ -85,11 +85,17 @@ def int8_source(
 ) -> Plan | torch.Tensor:
     """What an int8 export of ``model`` at ``size`` x ``size`` quantizes with: the quantized TFLite file's own
     :class:`Plan` it was imported from when ``carry`` (ONNX, LiteRT and ExecuTorch keep it unless asked to
-    calibrate), else up to ``calib_size`` inputs read from ``calib`` (:func:`calibration_batch`); refused
-    in one sentence without calibration images or with inputs of another size."""
+    calibrate) and the model still holds the file's weights, else up to ``calib_size`` inputs read from
+    ``calib`` (:func:`calibration_batch`); refused in one sentence without calibration images or with inputs
+    of another size."""
     plan = getattr(model, "tflite_quantization", None)
     if plan is not None and carry:
-        return plan
+        if plan.fits(model):
+            return plan
+        if calib is None:
+            raise ExportError(f"The model's weights have changed since they were read from {plan.source} "
+                              "(fine-tuned?), so its quantization no longer fits them: give calibration images "
+                              "(--calib DIR, calib=).")  # fmt: skip
     if calib is None:
         raise ExportError("int8 needs calibration images (--calib DIR, calib=): only a model imported from a "
                           "quantized TFLite file keeps its own quantization (ONNX, LiteRT, ExecuTorch), and "

@@ -22,7 +22,7 @@ from torch import nn
 
 from mobilenets.models.registry import build_model
 from mobilenets.util.errors import WeightsError
-from mobilenets.weights.tflite_quant import CONV_OPS, attach, quantization_plan
+from mobilenets.weights.tflite_quant import CONV_OPS, attach, quantization_plan, weights_digest
 
 CANDIDATES: tuple[tuple[str, float, bool], ...] = (
     *[("mobilenet_v1", w, False) for w in (0.25, 0.5, 0.75, 1.0)],
@@ -228,6 +228,7 @@ def load_graph(model: nn.Module, graph: Graph, path: str | os.PathLike, keep_bac
         head = plan.weights.get("classifier")
         if head is not None and len(head.scale) == 1001 and not keep_background:  # per channel: drop background
             plan.weights["classifier"] = replace(head, scale=head.scale[1:], zero_point=head.zero_point[1:])
+        plan.digest = weights_digest(model)
         model.tflite_quantization = plan
         if fake_quant:
             attach(model, model.tflite_quantization)

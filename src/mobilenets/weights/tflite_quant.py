@@ -12,6 +12,7 @@ as a QuantizeLinear/DequantizeLinear pair on Google's own scales and zero points
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,16 +56,22 @@ class Grid:
 class Plan:
     """Where the model's tensors are rounded: ``rounds`` of (module name, where, grid), where is
     ``"output"``, ``"input"`` or ``"shifted"`` (a squeeze-excite gate's ``relu6(x + 3)``, before its
-    1/6), and each convolution's or linear layer's weight grid, by module name."""
+    1/6), and each convolution's or linear layer's weight grid, by module name. ``digest``: the
+    :func:`weights_digest` of the weights the grids were read with; the plan fits those alone."""
 
     source: str
     rounds: list[tuple[str, str, Grid]] = field(default_factory=list)
     weights: dict[str, Grid] = field(default_factory=dict)
+    digest: str = ""
 
     def under(self, prefix: str) -> Plan:
         """The same plan for a model that holds this one as its submodule ``prefix``."""
         return Plan(self.source, [(f"{prefix}.{n}", w, g) for n, w, g in self.rounds],
-                    {f"{prefix}.{n}": g for n, g in self.weights.items()})  # fmt: skip
+                    {f"{prefix}.{n}": g for n, g in self.weights.items()}, self.digest)  # fmt: skip
+
+    def fits(self, model: nn.Module) -> bool:
+        """Whether ``model`` still holds the weights this plan was read with (not fine-tuned since)."""
+        return self.digest == weights_digest(model)
 
     def summary(self) -> dict[str, Any]:
         """What an int8 file records of a carried quantization."""
@@ -72,6 +79,19 @@ class Plan:
         activations = sorted({g.describe() for _, _, g in self.rounds})
         return {"quantization": "carried from the TFLite file", "source": self.source, "weights": ", ".join(weights),
                 "activations": ", ".join(activations) + ", the file's scales"}  # fmt: skip
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A fingerprint of ``model``'s floating-point weights and buffers, a rounded weight counted by its
+    original (``fake_quant`` imports)."""
+    digest = hashlib.sha256()
+    state = model.state_dict()
+    names = {k: k.replace(".parametrizations.", ".").removesuffix(".original") for k in state}
+    for key in sorted(state, key=names.__getitem__):
+        if state[key].is_floating_point():
+            digest.update(names[key].encode())
+            digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 class _Round(nn.Module):
