@@ -70,6 +70,11 @@ def test_a_google_file_loads_by_name_from_the_hub_cache(hub_cache):
     with torch.inference_mode():
         out, expected = model(x), ref(x)
     assert out.std() > 0.1 and torch.equal(out, expected)
+    by_file = mobilenets.create_model("mobilenet_v3_small", pretrained=src.name).eval()  # its own file name
+    with torch.inference_mode():
+        assert torch.equal(by_file(x), expected)
+    with pytest.raises(WeightsError, match="are weights for mobilenet_v3_small, not mobilenet_v2"):
+        mobilenets.create_model("mobilenet_v2", pretrained=src.name)
     (hub_cache / get_weights(name).cache_name).write_bytes(src.read_bytes()[:-1] + b"\0")
     with pytest.raises(WeightsError, match="sha256"):
         mobilenets.create_model(name, pretrained=True)

@@ -194,6 +194,9 @@ CATALOG: tuple[Weights, ...] = (
             "da341cf06fa50127a72dcbeb140ee5ee98013630aa044260a4c3d45c43fc89ce", "mobilenet_v3_small_1.0_224_uint8.tflite"),
 )  # fmt: skip
 BY_NAME = {w.name: w for w in CATALOG}
+_FILES = [w.cache_name for w in CATALOG if w.hf_repo is None]
+# A release's own file name (``mobilenet_v2_1.0_224_quant.tflite``) where it names one release alone.
+BY_FILE = {w.cache_name: w for w in CATALOG if w.hf_repo is None and _FILES.count(w.cache_name) == 1}
 
 
 def list_pretrained(filter: str = "*") -> list[str]:

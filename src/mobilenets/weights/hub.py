@@ -19,7 +19,7 @@ from torch import nn
 from mobilenets.util.errors import UnknownWeights, WeightsError
 from mobilenets.util.files import load_tensors_only
 from mobilenets.util.net import answers
-from mobilenets.weights.catalog import BY_NAME, Weights, release
+from mobilenets.weights.catalog import BY_FILE, BY_NAME, Weights, release
 from mobilenets.weights.convert import convert_for
 
 
@@ -140,13 +140,15 @@ def fetch_weights(weights: Weights) -> Path:
 
 
 def resolve(name: str, pretrained: str | os.PathLike, width: float = 1.0) -> Weights | None:
-    """The catalogue entry ``pretrained`` names for model ``name`` at ``width`` ("torchvision", "timm" or a
-    ``model.tag`` name); ``None`` for a file path."""
+    """The catalogue entry ``pretrained`` names for model ``name`` at ``width`` ("torchvision", "timm", a
+    ``model.tag`` name, or a release's own file name that is not a file here, fetched as the release:
+    ``mobilenet_v2_1.0_224_quant.tflite``); ``None`` for a file path."""
     try:
         if pretrained in ("torchvision", "timm"):
             return release(name, str(pretrained), width)
-        if isinstance(pretrained, str) and pretrained in BY_NAME:
-            weights = BY_NAME[pretrained]
+        named = isinstance(pretrained, str) and not Path(pretrained).exists()
+        if named and (pretrained in BY_NAME or pretrained in BY_FILE):
+            weights = BY_NAME.get(pretrained) or BY_FILE[pretrained]
             if weights.model != name:
                 raise UnknownWeights(f"{pretrained} are weights for {weights.model}, not {name}.")
             return weights
