@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from mobilenets.data.preprocess import preprocess
-from mobilenets.deploy.int8_settings import as_written, nncf_options, stem_nodes, weight_bits
+from mobilenets.deploy.int8_settings import as_written, import_nncf, nncf_options, stem_nodes, weight_bits
 from mobilenets.evaluate.classify import find_eval_set
 from mobilenets.runtime.runners import onnx_session
 from mobilenets.util.errors import ExportError
@@ -78,8 +78,8 @@ def quantize_within(
     ``max_drop`` points of top-1 on ``val``, else NNCF's accuracy-controlled one; with what was measured
     and kept float. Every candidate is measured as it will be written (:func:`.int8_settings.as_written`,
     the layers kept float in fp32): ONNX Runtime's integer kernels answer a few near-ties differently."""
+    nncf = import_nncf("int8 ONNX export")
     with needs("int8 ONNX export"):
-        import nncf
         import onnx
 
     items = list(zip(*val, strict=True))

@@ -45,6 +45,19 @@ def int8_metadata(bits: int) -> dict[str, Any]:
             "made_on": cpu_info().summary}  # fmt: skip
 
 
+def import_nncf(purpose: str) -> Any:
+    """NNCF, quiet: its log at errors only, and without the "No CUDA runtime is found" warning PyTorch's
+    extension builder logs when NNCF looks for its PyTorch backend on a machine without CUDA; a missing
+    NNCF is one sentence naming ``purpose`` and the extra."""
+    import logging
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    with needs(purpose):
+        import nncf
+    nncf.set_log_level(logging.ERROR)
+    return nncf
+
+
 def nncf_options(
     stem: list[str], subset_size: int, bits: int, graph: bool = True, histogram: bool | None = None
 ) -> dict[str, Any]:
@@ -61,14 +74,10 @@ def nncf_options(
     Measured (benchmarks/RESULTS.md, "int8 by default"), ONNX Runtime top-1 drop on the 1300 images,
     calibrated on 128 COCO or ants/bees photos: Google's float V1 0.25 2.62 -> 0.23-0.46 points, V2
     0.54 -> 0.31 (COCO), V3-Small 0.24 (COCO) and +0.38 (ants/bees)."""
-    import logging
-
-    with needs("int8 ONNX export"):
-        import nncf
+    nncf = import_nncf("int8 ONNX export")
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
-    nncf.set_log_level(logging.ERROR)
     advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE if bits == 7 else OverflowFix.DISABLE)
     if graph if histogram is None else histogram:
         advanced.activations_range_estimator_params = RangeEstimatorParametersSet.HISTOGRAM

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from mobilenets.data.images import ImageDataset, build_transforms, load_train_data
 from mobilenets.deploy.contract import relative_diff, sized_cfg
-from mobilenets.deploy.int8_settings import nncf_options, shrink_weights, stem_nodes
+from mobilenets.deploy.int8_settings import import_nncf, nncf_options, shrink_weights, stem_nodes
 from mobilenets.deploy.onnx import onnx_bytes
 from mobilenets.models.fuse import fuse
 from mobilenets.runtime.runners import onnx_session
@@ -50,9 +50,7 @@ def qat_finetune(
     (a folder with ``train/`` class subfolders, ``digits`` or ``cifar10``/``cifar100``, as ``mobilenets
     train --data`` takes) after range initialisation on ``calib`` (N x 3 x H x W). Returns it in eval mode;
     export it with :func:`qat_onnx`."""
-    with needs("Quantization-aware fine-tuning"):
-        import nncf
-
+    nncf = import_nncf("Quantization-aware fine-tuning")
     # NNCF compiles its CPU fake-quantize kernels on first use (about a minute on 2 cores; it falls back
     # to plain PyTorch without a compiler): wait for it rather than fail after NNCF's default 60 s.
     os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "0")
@@ -87,8 +85,8 @@ def qat_finetune(
 
 def qat_onnx(quantized: nn.Module, x: torch.Tensor) -> bytes:
     """The QDQ ONNX model of a :func:`qat_finetune` result, weights stored compactly."""
+    nncf = import_nncf("Quantization-aware fine-tuning")
     with needs("Quantization-aware fine-tuning"):
-        import nncf
         import onnx
 
     plain = nncf.strip(quantized, do_copy=True, example_input=x)

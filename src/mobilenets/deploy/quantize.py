@@ -27,6 +27,7 @@ from mobilenets.deploy.carried_graph import as_litert_computes
 from mobilenets.deploy.contract import model_metadata, sized_cfg
 from mobilenets.deploy.int8_settings import (
     as_written,
+    import_nncf,
     int8_metadata,
     nncf_options,
     shrink_weights,
@@ -116,8 +117,8 @@ def quantize_onnx(
     """int8 QDQ ONNX model from an fp32 export and calibration inputs, with ``bits``-bit weights
     (:func:`weight_bits`), the metadata kept and its settings added; with ``val`` (images, labels) within
     ``max_drop`` points of top-1 (:mod:`.accuracy_budget`). Returns it and what the budget measured."""
+    nncf = import_nncf("int8 ONNX export")
     with needs("int8 ONNX export"):
-        import nncf
         import onnx
 
     model = onnx.load_from_string(fp32)
