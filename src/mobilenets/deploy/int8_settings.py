@@ -46,12 +46,9 @@ def int8_metadata(bits: int) -> dict[str, Any]:
 
 
 def import_nncf(purpose: str) -> Any:
-    """NNCF, quiet: its log at errors only, and without the "No CUDA runtime is found" warning PyTorch's
-    extension builder logs when NNCF looks for its PyTorch backend on a machine without CUDA; a missing
-    NNCF is one sentence naming ``purpose`` and the extra."""
+    """NNCF with its log at errors only; a missing NNCF is one sentence naming ``purpose`` and the extra."""
     import logging
 
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     with needs(purpose):
         import nncf
     nncf.set_log_level(logging.ERROR)

@@ -9,6 +9,7 @@ one, so a missing one is named with the command that installs it instead of an I
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -55,10 +56,18 @@ def check(extra: str, purpose: str) -> None:
         raise MissingExtra(f"{purpose} needs {', '.join(missing)}, not installed here; run {install_command(extra)}.")
 
 
+# PyTorch's loggers that optional packages set off as they import, with nothing for a user to do: NNCF's
+# backend probe imports the C++ extension builder ("No CUDA runtime is found" on CUDA builds without a
+# GPU), torchao registers enums as pytree constants (a deprecation notice).
+QUIETED_LOGGERS = ("torch.utils.cpp_extension", "torch.utils._pytree")
+
+
 @contextmanager
 def needs(purpose: str) -> Iterator[None]:
     """Around the imports of an optional package: a missing one becomes :class:`MissingExtra`, one sentence
-    saying that ``purpose`` needs it and which extra installs it."""
+    saying that ``purpose`` needs it and which extra installs it; :data:`QUIETED_LOGGERS` log errors only."""
+    for name in QUIETED_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         yield
     except ModuleNotFoundError as exc:
