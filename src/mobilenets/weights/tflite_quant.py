@@ -90,7 +90,7 @@ def weights_digest(model: nn.Module) -> str:
     for key in sorted(state, key=names.__getitem__):
         if state[key].is_floating_point():
             digest.update(names[key].encode())
-            digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+            digest.update(state[key].detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
