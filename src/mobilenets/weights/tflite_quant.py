@@ -82,15 +82,12 @@ class Plan:
 
 
 def weights_digest(model: nn.Module) -> str:
-    """A fingerprint of ``model``'s floating-point weights and buffers, a rounded weight counted by its
-    original (``fake_quant`` imports)."""
+    """A fingerprint of ``model``'s floating-point weights and buffers, by name."""
     digest = hashlib.sha256()
-    state = model.state_dict()
-    names = {k: k.replace(".parametrizations.", ".").removesuffix(".original") for k in state}
-    for key in sorted(state, key=names.__getitem__):
-        if state[key].is_floating_point():
-            digest.update(names[key].encode())
-            digest.update(state[key].detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    for name, tensor in sorted(model.state_dict().items()):
+        if tensor.is_floating_point():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
