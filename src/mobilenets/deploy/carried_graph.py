@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from mobilenets.deploy.int8_settings import graph_constants
 from mobilenets.deploy.litert_kernels import add_table, hard_swish_table
 
 _SHAPE_OPS = ("Flatten", "Reshape")
@@ -32,19 +33,13 @@ _SHAPE_OPS = ("Flatten", "Reshape")
 class _Graph:
     """Who makes and who reads each tensor of an ONNX graph, and its constants."""
 
-    def __init__(self, graph: Any) -> None:
-        from onnx import numpy_helper
-
-        self.graph = graph
-        self.made_by = {out: n for n in graph.node for out in n.output}
+    def __init__(self, model: Any) -> None:
+        self.made_by = {out: n for n in model.graph.node for out in n.output}
         self.read_by: dict[str, list[Any]] = defaultdict(list)
-        for n in graph.node:
+        for n in model.graph.node:
             for name in n.input:
                 self.read_by[name].append(n)
-        self.consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-        for n in graph.node:
-            if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-                self.consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+        self.consts = graph_constants(model)
 
     def grid(self, node: Any) -> tuple[float, int] | None:
         """(scale, zero point) of a per-tensor uint8 QuantizeLinear/DequantizeLinear ``node``."""
@@ -79,7 +74,7 @@ class _Graph:
 
 def as_litert_computes(model: Any) -> Counter:
     """Rewrite ``model`` (an ONNX ModelProto of a carried file) in place; returns how many of each op."""
-    g = _Graph(model.graph)
+    g = _Graph(model)
     replace: dict[int, list[Any]] = {}  # id of the node whose place the new nodes take -> new nodes
     drop: set[int] = set()
     done: Counter = Counter()

@@ -89,7 +89,7 @@ def stem_nodes(model: Any) -> list[str]:
     return [node.name for node in model.graph.node if model.graph.input[0].name in node.input]
 
 
-def _constants(model: Any) -> dict[str, np.ndarray]:
+def graph_constants(model: Any) -> dict[str, np.ndarray]:
     """The values of an ONNX graph's constant tensors: initializers, through Constant and Identity nodes."""
     from onnx import numpy_helper
 
@@ -113,7 +113,7 @@ def pin_relu6_ranges(model: Any) -> None:
     (:func:`.pt2e.pin_relu6_ranges`)."""
     from onnx import TensorProto, numpy_helper
 
-    consts, made_by = _constants(model), {out: n for n in model.graph.node for out in n.output}
+    consts, made_by = graph_constants(model), {out: n for n in model.graph.node for out in n.output}
     grids = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:
         clip = made_by.get(node.input[0]) if node.op_type == "QuantizeLinear" else None
@@ -187,7 +187,7 @@ def shrink_weights(model: Any, keep: set[str]) -> None:
     from onnx import helper, numpy_helper
 
     weights = {t.name: t for t in model.graph.initializer}
-    consts = _constants(model)
+    consts = graph_constants(model)
     for node in list(model.graph.node):
         if node.op_type == "QuantizeLinear" and node.input[0] in weights:
             w, scale, zero = (consts[n] for n in node.input)
