@@ -37,7 +37,8 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FILES = ["mobilenet_v1_0.25_224_quant", "mobilenet_v2_1.0_224_quant", "mobilenet_v3_small_1.0_224_uint8"]
 
 
-def _logits(run, x: np.ndarray) -> np.ndarray:
+def batched_logits(run, x: np.ndarray) -> np.ndarray:
+    """``run`` over ``x`` in batches of 50."""
     return np.concatenate([run(x[i : i + 50]) for i in range(0, len(x), 50)])
 
 
@@ -91,7 +92,8 @@ def main() -> None:
             runs[label] = open_runner(runtime, phone_bytes(fuse(model), fmt, one, model.tflite_quantization), "int8")
         for runtime, run in runs.items():
             ms8 = statistics.median(measure_ms(run, x[:1], 50))
-            print(_row(name, ref, labels, runtime, _logits(run, x), f"{ms8:.2f} / {ms32:.2f} ({ms8 / ms32:.2f})"))
+            ratio = f"{ms8:.2f} / {ms32:.2f} ({ms8 / ms32:.2f})"
+            print(_row(name, ref, labels, runtime, batched_logits(run, x), ratio))
 
 
 if __name__ == "__main__":

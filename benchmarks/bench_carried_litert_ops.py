@@ -15,10 +15,9 @@ import argparse
 import statistics
 from unittest import mock
 
-import numpy as np
 import torch
 
-from bench_carried_int8 import FILES, google_file, start_table
+from bench_carried_int8 import FILES, batched_logits, google_file, start_table
 from mobilenets.deploy.quantize import carried_onnx
 from mobilenets.evaluate.litert import top1_agreement
 from mobilenets.runtime.runners import measure_ms, onnxruntime_runner, openvino_runner
@@ -46,7 +45,7 @@ def main() -> None:
                 for label, run in runs.items():
                     times[label].append(statistics.median(measure_ms(run, x[:1], 50)))
             for label, run in runs.items():
-                logits = np.concatenate([run(x[i : i + 50]) for i in range(0, len(x), 50)])
+                logits = batched_logits(run, x)
                 agree, top1 = top1_agreement(ref, logits), (logits.argmax(1) == labels).mean()
                 ms, ratio = min(times[label]), min(times[label]) / min(times[BEFORE])
                 print(f"| {name} | {runtime} | {label} | {agree:.2%} | {top1:.2%} | {ms:.2f} | {ratio:.2f} |")

@@ -21,7 +21,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from bench_carried_int8 import FILES, google_file, start_table
+from bench_carried_int8 import FILES, batched_logits, google_file, start_table
 from mobilenets.deploy.onnx import onnx_bytes
 from mobilenets.deploy.quantize import carried_onnx
 from mobilenets.evaluate.litert import top1_agreement
@@ -84,7 +84,7 @@ def main() -> None:
                 times[k].append(statistics.median(measure_ms(run, x[:1], 20)))
         ms = {k: statistics.median(v) for k, v in times.items()}
         for (weights, runtime), run in list(runs.items())[1:]:
-            logits = np.concatenate([run(x[i : i + 50]) for i in range(0, len(x), 50)])
+            logits = batched_logits(run, x)
             top1, agree = (logits.argmax(1) == labels).mean(), top1_agreement(ref, logits)
             ratio = ms[weights, runtime] / ms["fp32"]
             print(f"| {name} | {weights} | {runtime} | {top1:.2%} | {agree:.2%} | "
